@@ -1,0 +1,33 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+# Each creates the virtualenv and installs what it needs first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the walkthrough, embedded: SQLite and an in-process worker
+	$(BIN)/orders demo
+
+test: $(STAMP)  ## the whole suite, against PostgreSQL and Redis on 127.0.0.1
+	$(BIN)/pytest
+
+lint: $(STAMP)  ## ruff and mypy (strict on domain/, store/ and commands/)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy commands domain store readmodels workers
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) orders.db orders.db-wal orders.db-shm .pytest_cache .mypy_cache .ruff_cache

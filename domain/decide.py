@@ -1,0 +1,114 @@
+"""Decisions: given the Order and a command, the events it causes or the rule it breaks.
+
+Pure: the time is passed in, event ids are derived from the command id, so the same
+command on the same state decides the same events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from commands import AddItem, CancelOrder, Command, CreateOrder, PayOrder, RemoveItem
+from commands.fields import MAX_QUANTITY
+from domain.errors import (
+    CannotCancelPaidOrder,
+    ItemNotInOrder,
+    NothingToPay,
+    OrderAlreadyCancelled,
+    OrderAlreadyExists,
+    OrderAlreadyPaid,
+    OrderNotFound,
+    OrderNotOpen,
+    PaymentAfterCancellation,
+    PriceMismatch,
+    QuantityLimitExceeded,
+)
+from domain.events import (
+    Event,
+    EventMetadata,
+    ItemAdded,
+    ItemRemoved,
+    OrderCancelled,
+    OrderCreated,
+    OrderPaid,
+)
+from domain.order import Order
+
+_EVENT_ID_NAMESPACE = uuid.UUID("5b0c3f55-2b61-4e43-9a3b-1f0a7d0e6c11")
+
+
+def decide(order: Order, command: Command, *, at: datetime) -> list[Event]:
+    """The events ``command`` causes on ``order``; raises a ``DomainError`` if it breaks a rule."""
+    match command:
+        case CreateOrder():
+            if order.status != "not_created":
+                raise OrderAlreadyExists(order.order_id)
+            return _events(order, command, at, (OrderCreated, {"customer_id": command.customer_id}))
+        case _ if order.status == "not_created":
+            raise OrderNotFound(order.order_id)
+        case AddItem():
+            _require_open(order)
+            current = order.lines.get(command.item_id)
+            if current is not None and current.unit_price != command.price:
+                raise PriceMismatch(
+                    order.order_id, command.item_id, current.unit_price, command.price
+                )
+            quantity = command.quantity + (current.quantity if current else 0)
+            if quantity > MAX_QUANTITY:
+                raise QuantityLimitExceeded(order.order_id, command.item_id, quantity, MAX_QUANTITY)
+            payload = {
+                "item_id": command.item_id,
+                "quantity": command.quantity,
+                "price": command.price,
+            }
+            return _events(order, command, at, (ItemAdded, payload))
+        case RemoveItem():
+            _require_open(order)
+            if command.item_id not in order.lines:
+                raise ItemNotInOrder(order.order_id, command.item_id)
+            return _events(order, command, at, (ItemRemoved, {"item_id": command.item_id}))
+        case PayOrder():
+            if order.status == "cancelled":
+                raise PaymentAfterCancellation(order.order_id)
+            if order.status == "paid":
+                raise OrderAlreadyPaid(order.order_id)
+            if order.total <= 0:
+                raise NothingToPay(order.order_id)
+            payload = {"payment_method": command.payment_method}
+            return _events(order, command, at, (OrderPaid, payload))
+        case CancelOrder():
+            if order.status == "paid":
+                raise CannotCancelPaidOrder(order.order_id)
+            if order.status == "cancelled":
+                raise OrderAlreadyCancelled(order.order_id)
+            return _events(order, command, at, (OrderCancelled, {"reason": command.reason}))
+    raise TypeError(f"decide does not know {type(command).__name__}")
+
+
+def _require_open(order: Order) -> None:
+    if order.status != "created":
+        raise OrderNotOpen(order.order_id, order.status)
+
+
+def _events(
+    order: Order, command: Command, at: datetime, *specs: tuple[type[Event], dict[str, Any]]
+) -> list[Event]:
+    metadata = EventMetadata(
+        command_id=command.command_id,
+        correlation_id=command.correlation_id or command.command_id,
+        causation_id=command.command_id,
+    )
+    return [
+        cls(
+            aggregate_id=order.order_id,
+            version=order.version + index,
+            # Derived, not random: a command redecided after a conflict keeps its event ids.
+            event_id=str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{command.command_id}/{index}")),
+            timestamp=at,
+            metadata=metadata,
+            **payload,
+        )
+        for index, (cls, payload) in enumerate(specs, start=1)
+    ]

@@ -1,0 +1,131 @@
+"""The command handler: load the Order, decide, append; on a lost race, load and decide again.
+
+Every command ends in exactly one recorded ``Outcome``. A command id already in the
+command log returns its recorded outcome and writes nothing, so a redelivered message
+is harmless.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from commands import Command, Outcome
+from domain.decide import decide
+from domain.errors import DomainError, DuplicateCommand, VersionConflict
+from domain.events import AGGREGATE_TYPE
+from domain.order import Order, fold
+from domain.ports import EventStore
+from domain.snapshots import restore, take_snapshot
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often to decide again after losing a race, with jittered exponential backoff."""
+
+    max_attempts: int = 10
+    base_delay: float = 0.002
+    max_delay: float = 0.1
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        # Full jitter: racing writers spread out instead of colliding again in lockstep.
+        return rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_order(store: EventStore, order_id: str) -> Order:
+    """The Order as of its newest event: newest usable snapshot plus the events after it."""
+    snapshot = store.load_snapshot(order_id)
+    order = (restore(snapshot) if snapshot else None) or Order(order_id)
+    return fold(order, store.load(order_id, after_version=order.version))
+
+
+class CommandHandler:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        retry: RetryPolicy | None = None,
+        snapshot_every: int = 0,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._retry = retry or RetryPolicy()
+        self._snapshot_every = snapshot_every
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def handle(self, command: Command) -> Outcome:
+        recorded = self._store.find_outcome(command.command_id)
+        if recorded is not None:
+            return recorded
+        conflict: VersionConflict | None = None
+        for attempt in range(self._retry.max_attempts):
+            if attempt:
+                self._sleep(self._retry.delay(attempt, self._rng))
+            try:
+                return self._attempt(command)
+            except VersionConflict as lost_race:
+                conflict = lost_race
+            except DuplicateCommand:
+                # Another delivery of this command won the race to record it.
+                return self._recorded(command)
+        assert conflict is not None
+        return self._finish(command, "failed", conflict)
+
+    def _attempt(self, command: Command) -> Outcome:
+        order = load_order(self._store, command.order_id)
+        expected = command.expected_version
+        if expected is not None and expected != order.version:
+            stale = VersionConflict(f"{AGGREGATE_TYPE}-{order.order_id}", expected, order.version)
+            return self._finish(command, "rejected", stale)
+        try:
+            events = decide(order, command, at=self._clock())
+        except DomainError as broken_rule:
+            return self._finish(command, "rejected", broken_rule)
+        outcome = Outcome(
+            status="accepted",
+            command_id=command.command_id,
+            order_id=command.order_id,
+            version=events[-1].version,
+            events=tuple(event.event_type for event in events),
+        )
+        self._store.append(
+            command.order_id,
+            order.version,
+            events,
+            command_type=command.command_type,
+            outcome=outcome,
+        )
+        self._snapshot_if_due(fold(order, events), previous_version=order.version)
+        return outcome
+
+    def _finish(self, command: Command, status: str, error: Exception) -> Outcome:
+        outcome = Outcome(
+            status="rejected" if status == "rejected" else "failed",
+            command_id=command.command_id,
+            order_id=command.order_id,
+            error=type(error).__name__,
+            message=str(error),
+        )
+        return self._store.record_outcome(command.command_type, outcome)
+
+    def _recorded(self, command: Command) -> Outcome:
+        recorded = self._store.find_outcome(command.command_id)
+        if recorded is None:  # pragma: no cover - the store just said it exists
+            raise RuntimeError(f"command {command.command_id} vanished from the command log")
+        return recorded
+
+    def _snapshot_if_due(self, order: Order, previous_version: int) -> None:
+        every = self._snapshot_every
+        if every and order.version // every > previous_version // every:
+            self._store.save_snapshot(take_snapshot(order))

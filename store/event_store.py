@@ -1,0 +1,173 @@
+"""The event store on SQLAlchemy Core: PostgreSQL in production, SQLite embedded.
+
+Optimistic concurrency comes from ``UNIQUE(aggregate_type, aggregate_id, version)``:
+of two writers that decided on the same version, the database lets one commit and the
+other gets ``VersionConflict``. Events and the command's outcome commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Insert, Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from commands import Outcome
+from domain.errors import DuplicateCommand, VersionConflict
+from domain.events import AGGREGATE_TYPE, Event
+from domain.snapshots import Snapshot
+from store.codec import EVENT_COLUMNS, event_from_row, event_to_row
+from store.engine import WRITE
+from store.schema import command_log, events, snapshots
+
+
+class SqlEventStore:
+    def __init__(self, engine: Engine, aggregate_type: str = AGGREGATE_TYPE) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**WRITE)
+        self._aggregate_type = aggregate_type
+
+    # -- reading -----------------------------------------------------------------------
+
+    def load(self, aggregate_id: str, after_version: int = 0) -> list[Event]:
+        query = (
+            select(*(events.c[name] for name in EVENT_COLUMNS))
+            .where(
+                events.c.aggregate_type == self._aggregate_type,
+                events.c.aggregate_id == aggregate_id,
+                events.c.version > after_version,
+            )
+            .order_by(events.c.version)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [event_from_row(row) for row in rows]
+
+    def latest_version(self, aggregate_id: str) -> int:
+        with self._engine.connect() as conn:
+            return self._version(conn, aggregate_id)
+
+    def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
+        query = select(snapshots.c.version, snapshots.c.schema_version, snapshots.c.state).where(
+            snapshots.c.aggregate_type == self._aggregate_type,
+            snapshots.c.aggregate_id == aggregate_id,
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return Snapshot(aggregate_id, row.version, row.schema_version, row.state)
+
+    def find_outcome(self, command_id: str) -> Outcome | None:
+        query = select(command_log.c.outcome).where(command_log.c.command_id == command_id)
+        with self._engine.connect() as conn:
+            stored = conn.execute(query).scalar_one_or_none()
+        return None if stored is None else Outcome.from_dict(stored)
+
+    # -- writing -----------------------------------------------------------------------
+
+    def append(
+        self,
+        aggregate_id: str,
+        expected_version: int,
+        events_to_append: Sequence[Event],
+        *,
+        command_type: str | None = None,
+        outcome: Outcome | None = None,
+    ) -> int:
+        rows = [event_to_row(event) for event in events_to_append]
+        _check_stream(aggregate_id, expected_version, events_to_append)
+        try:
+            with self._writer.begin() as conn:
+                if outcome is not None:
+                    self._record(conn, command_type or "", outcome)
+                actual = self._version(conn, aggregate_id)
+                if actual != expected_version:
+                    raise VersionConflict(self._stream(aggregate_id), expected_version, actual)
+                if rows:
+                    conn.execute(events.insert(), rows)
+        except IntegrityError as lost_race:
+            # The unique version constraint: another writer committed this version first.
+            actual = self.latest_version(aggregate_id)
+            raise VersionConflict(
+                self._stream(aggregate_id), expected_version, actual
+            ) from lost_race
+        return expected_version + len(rows)
+
+    def record_outcome(self, command_type: str, outcome: Outcome) -> Outcome:
+        try:
+            with self._writer.begin() as conn:
+                self._record(conn, command_type, outcome)
+        except DuplicateCommand:
+            recorded = self.find_outcome(outcome.command_id)
+            if recorded is not None:
+                return recorded
+        return outcome
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        row = {
+            "aggregate_type": self._aggregate_type,
+            "aggregate_id": snapshot.aggregate_id,
+            "version": snapshot.version,
+            "schema_version": snapshot.schema_version,
+            "state": snapshot.state,
+            "taken_at": datetime.now(UTC),
+        }
+        with self._writer.begin() as conn:
+            stmt = _insert(conn, snapshots).values(row)
+            # Only ever move a snapshot forward: a slow writer must not replace a newer one.
+            newer = stmt.excluded.version > snapshots.c.version
+            update = {key: stmt.excluded[key] for key in ("version", "schema_version", "state")}
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["aggregate_type", "aggregate_id"],
+                    set_={**update, "taken_at": stmt.excluded.taken_at},
+                    where=newer,
+                )
+            )
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _version(self, conn: Connection, aggregate_id: str) -> int:
+        query = select(func.coalesce(func.max(events.c.version), 0)).where(
+            events.c.aggregate_type == self._aggregate_type,
+            events.c.aggregate_id == aggregate_id,
+        )
+        return int(conn.execute(query).scalar_one())
+
+    def _record(self, conn: Connection, command_type: str, outcome: Outcome) -> None:
+        row = {
+            "command_id": outcome.command_id,
+            "command_type": command_type,
+            "aggregate_id": outcome.order_id,
+            "status": outcome.status,
+            "outcome": outcome.to_dict(),
+            "recorded_at": datetime.now(UTC),
+        }
+        # DO NOTHING is right here, unlike on events: a second delivery of a command must
+        # find the first one's outcome, and the caller is told so.
+        stmt = _insert(conn, command_log).values(row).on_conflict_do_nothing()
+        if conn.execute(stmt).rowcount == 0:
+            raise DuplicateCommand(outcome.command_id)
+
+    def _stream(self, aggregate_id: str) -> str:
+        return f"{self._aggregate_type}-{aggregate_id}"
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    insert: Insert = dialect.insert(table)
+    return insert
+
+
+def _check_stream(aggregate_id: str, expected_version: int, batch: Sequence[Event]) -> None:
+    """Refuse a batch that would leave a gap or mix streams: a caller bug, never a race."""
+    for offset, event in enumerate(batch, start=1):
+        if event.aggregate_id != aggregate_id or event.version != expected_version + offset:
+            raise ValueError(
+                f"event {event.event_id} ({event.aggregate_id} v{event.version}) does not "
+                f"follow {aggregate_id} v{expected_version + offset - 1}"
+            )

@@ -1,0 +1,146 @@
+"""Configuration: every ORDERS_* environment variable is read here, and only here.
+
+With nothing set the system runs embedded: SQLite in ./orders.db and Celery's in-memory
+transport with an in-process worker. Production sets the database and broker URLs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+Parse = Callable[[str, str], Any]
+
+
+class ConfigError(ValueError):
+    """An ORDERS_* variable holds a value the system cannot use."""
+
+
+def _integer(minimum: int) -> Parse:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _database_url(name: str, raw: str) -> str:
+    try:
+        backend = make_url(raw).get_backend_name()
+    except ArgumentError:
+        raise ConfigError(f"{name} is not a database URL: {raw!r}") from None
+    if backend not in ("postgresql", "sqlite"):
+        raise ConfigError(f"{name} must be a postgresql:// or sqlite:// URL, got {backend}")
+    return raw
+
+
+def _url(schemes: tuple[str, ...]) -> Parse:
+    def parse(name: str, raw: str) -> str:
+        if not raw.startswith(schemes):
+            raise ConfigError(f"{name} must start with one of {', '.join(schemes)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _env(name: str, parse: Parse, doc: str, **kwargs: Any) -> Any:
+    return field(metadata={"env": name, "parse": parse, "doc": doc}, **kwargs)
+
+
+_BROKERS = ("redis://", "rediss://", "memory://")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = _env(
+        "ORDERS_DATABASE_URL",
+        _database_url,
+        "SQLAlchemy URL of the event store, e.g. postgresql+psycopg2://orders@db/orders",
+        default="sqlite:///orders.db",
+    )
+    broker_url: str = _env(
+        "ORDERS_BROKER_URL",
+        _url(_BROKERS),
+        "Celery broker, e.g. redis://localhost:6379/0; memory:// runs embedded",
+        default="memory://",
+    )
+    result_backend: str | None = _env(
+        "ORDERS_RESULT_BACKEND",
+        _url(("redis://", "rediss://", "cache+memory://")),
+        "where producers read outcomes; defaults to the broker when it is Redis",
+        default=None,
+    )
+    visibility_timeout: int = _env(
+        "ORDERS_VISIBILITY_TIMEOUT",
+        _integer(1),
+        "seconds before Redis redelivers an unacknowledged task; keep it above the time limit",
+        default=3600,
+    )
+    task_time_limit: int = _env(
+        "ORDERS_TASK_TIME_LIMIT", _integer(1), "hard limit in seconds for one task", default=300
+    )
+    conflict_attempts: int = _env(
+        "ORDERS_CONFLICT_ATTEMPTS",
+        _integer(1),
+        "decisions per command before a run of version conflicts fails it",
+        default=10,
+    )
+    snapshot_every: int = _env(
+        "ORDERS_SNAPSHOT_EVERY",
+        _integer(0),
+        "events between snapshots of an order (0 turns snapshots off)",
+        default=100,
+    )
+    result_expires: int = _env(
+        "ORDERS_RESULT_EXPIRES",
+        _integer(1),
+        "seconds an outcome stays readable in the result backend",
+        default=86_400,
+    )
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    @property
+    def outcome_backend(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return "cache+memory://"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        values = {}
+        for spec in fields(cls):
+            raw = source.get(spec.metadata["env"], "")
+            if raw != "":
+                values[spec.name] = spec.metadata["parse"](spec.metadata["env"], raw)
+        return cls(**values)
+
+    def describe(self) -> Iterator[tuple[str, str, str]]:
+        """(variable, value, meaning) for each setting, for ``orders config``."""
+        for spec in fields(self):
+            yield spec.metadata["env"], _redact(getattr(self, spec.name)), spec.metadata["doc"]
+
+
+def _redact(value: object) -> str:
+    """The value with any password in a URL hidden, so it can be printed."""
+    parts = urlsplit(str(value))
+    if parts.password is None:
+        return str(value)
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
