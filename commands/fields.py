@@ -23,6 +23,7 @@ MAX_VERSION = 2**31 - 1
 CENT = Decimal("0.01")
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]*")
+_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,16})?")
 
 
 def _require_str(name: str, value: Any) -> str:
@@ -90,8 +91,9 @@ def price(name: str, value: Any) -> Decimal:
         raise InvalidCommand(name, f"{reason}: pass a Decimal or a string like '1.50', not a float")
     if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
         raise InvalidCommand(name, f"must be a decimal, got {type(value).__name__}")
-    if isinstance(value, str) and len(value) > 32:
-        raise InvalidCommand(name, "must be at most 32 characters")
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
+        shown = value if len(value) <= 32 else f"{value[:29]}..."
+        raise InvalidCommand(name, f"must be a decimal like '1.50', got {shown!r}")
     try:
         amount = Decimal(value)
     except (InvalidOperation, ValueError):
@@ -105,7 +107,8 @@ def price(name: str, value: Any) -> Decimal:
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2:
         raise InvalidCommand(name, f"must have at most 2 decimal places, got {amount}")
-    return amount.quantize(CENT)
+    # copy_abs: "-0.00" is zero, and must not reach an event as a negative price.
+    return amount.quantize(CENT).copy_abs()
 
 
 def expected_version(name: str, value: Any) -> int | None:

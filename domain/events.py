@@ -54,6 +54,10 @@ class Event:
     timestamp: datetime
     metadata: EventMetadata = EventMetadata()
 
+    def __post_init__(self) -> None:
+        if self.timestamp.tzinfo is None or self.timestamp.utcoffset() is None:
+            raise ValueError(f"event timestamp must be timezone-aware, got {self.timestamp}")
+
     def data(self) -> dict[str, Any]:
         """The payload as stored: JSON-ready, money as a decimal string."""
         raise NotImplementedError
@@ -97,11 +101,13 @@ class ItemAdded(Event):
 
     @classmethod
     def payload(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "item_id": str(data["item_id"]),
-            "quantity": int(data["quantity"]),
-            "price": Decimal(str(data["price"])),
-        }
+        quantity, price = data["quantity"], Decimal(data["price"])
+        # Stored data is trusted no more than a message: a bad row must not fold silently.
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            raise TypeError(f"quantity must be an integer, got {quantity!r}")
+        if not price.is_finite():
+            raise ValueError(f"price must be finite, got {price}")
+        return {"item_id": str(data["item_id"]), "quantity": quantity, "price": price}
 
 
 @dataclass(frozen=True, kw_only=True)

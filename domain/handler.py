@@ -30,6 +30,12 @@ class RetryPolicy:
     base_delay: float = 0.002
     max_delay: float = 0.1
 
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("delays must not be negative")
+
     def delay(self, attempt: int, rng: random.Random) -> float:
         # Full jitter: racing writers spread out instead of colliding again in lockstep.
         return rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))

@@ -65,10 +65,12 @@ def event_from_stored(
     metadata: Mapping[str, Any] | None,
 ) -> Event:
     """Rebuild a domain event from its stored form, upcasting old shapes on the way."""
-    payload = upcast(event_type, schema_version, data)
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        raise UnknownEventType(event_type)
     try:
-        return EVENT_TYPES[event_type].from_data(
-            payload,
+        return cls.from_data(
+            upcast(event_type, schema_version, data),
             aggregate_id=aggregate_id,
             version=version,
             event_id=event_id,

@@ -33,7 +33,7 @@ def event_to_row(event: Event) -> dict[str, Any]:
         "schema_version": event.schema_version,
         "data": event.data(),
         "metadata": event.metadata.to_dict(),
-        "recorded_at": event.timestamp,
+        "recorded_at": event.timestamp.astimezone(UTC),
     }
 
 

@@ -23,6 +23,8 @@ from store.codec import EVENT_COLUMNS, event_from_row, event_to_row
 from store.engine import WRITE
 from store.schema import command_log, events, snapshots
 
+VERSION_CONSTRAINT = "events_stream_version_key"
+
 
 class SqlEventStore:
     def __init__(self, engine: Engine, aggregate_type: str = AGGREGATE_TYPE) -> None:
@@ -89,12 +91,14 @@ class SqlEventStore:
                     raise VersionConflict(self._stream(aggregate_id), expected_version, actual)
                 if rows:
                     conn.execute(events.insert(), rows)
-        except IntegrityError as lost_race:
-            # The unique version constraint: another writer committed this version first.
+        except IntegrityError as violation:
+            if not _is_version_clash(violation):
+                raise  # a caller bug (say, a reused event id), not a race to retry
+            # Another writer committed this version first.
             actual = self.latest_version(aggregate_id)
             raise VersionConflict(
                 self._stream(aggregate_id), expected_version, actual
-            ) from lost_race
+            ) from violation
         return expected_version + len(rows)
 
     def record_outcome(self, command_type: str, outcome: Outcome) -> Outcome:
@@ -161,6 +165,12 @@ def _insert(conn: Connection, table: Table) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     insert: Insert = dialect.insert(table)
     return insert
+
+
+def _is_version_clash(violation: IntegrityError) -> bool:
+    # PostgreSQL names the constraint; SQLite names its columns.
+    message = str(violation.orig)
+    return VERSION_CONSTRAINT in message or "events.aggregate_id, events.version" in message
 
 
 def _check_stream(aggregate_id: str, expected_version: int, batch: Sequence[Event]) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from store import build_engine, migrate
 
 DEFAULT_TEST_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:5432/orders_test"
-TABLES = ("events", "snapshots", "command_log")
+TABLES = ("events", "snapshots", "command_log", "dead_letters")
 
 
 def services_required() -> bool:

@@ -1,0 +1,364 @@
+"""Given the Order's earlier commands, when a command arrives, then these events or this error."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from commands import AddItem, CancelOrder, Command, CreateOrder, PayOrder, RemoveItem
+from domain import errors
+from domain.decide import decide
+from domain.events import Event, ItemAdded, ItemRemoved, OrderCancelled, OrderCreated, OrderPaid
+from domain.order import Line, Order, fold
+
+ORDER = "order-001"
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def create(**kwargs: Any) -> CreateOrder:
+    return CreateOrder(ORDER, customer_id="customer-123", **kwargs)
+
+
+def add(item: str = "apple", quantity: int = 3, price: Any = "1.50", **kwargs: Any) -> AddItem:
+    return AddItem(ORDER, item_id=item, quantity=quantity, price=price, **kwargs)
+
+
+def remove(item: str = "apple") -> RemoveItem:
+    return RemoveItem(ORDER, item_id=item)
+
+
+def pay(**kwargs: Any) -> PayOrder:
+    return PayOrder(ORDER, payment_method="credit_card", **kwargs)
+
+
+def cancel(reason: str = "changed my mind") -> CancelOrder:
+    return CancelOrder(ORDER, reason=reason)
+
+
+def given(*commands: Command) -> Order:
+    order = Order(ORDER)
+    for command in commands:
+        order = fold(order, decide(order, command, at=NOW))
+    return order
+
+
+def when(order: Order, command: Command) -> list[Event]:
+    return decide(order, command, at=NOW)
+
+
+WALKTHROUGH = (create(), add("apple", 3, "1.50"), add("banana", 2, "0.75"))
+
+# -- the walkthrough ---------------------------------------------------------------------
+
+
+def test_walkthrough_order_totals_exactly_six() -> None:
+    order = given(*WALKTHROUGH)
+
+    assert order.total == Decimal("6.00")
+    assert str(order.total) == "6.00"
+
+
+def test_walkthrough_order_prints_as_in_the_walkthrough() -> None:
+    order = given(*WALKTHROUGH, pay())
+
+    assert str(order) == (
+        "Order(id=order-001, customer=customer-123, items=2, total=$6.00, status=paid, version=4)"
+    )
+
+
+def test_each_event_takes_the_next_version() -> None:
+    order = Order(ORDER)
+    versions = []
+    for command in (*WALKTHROUGH, pay()):
+        events = when(order, command)
+        versions += [event.version for event in events]
+        order = fold(order, events)
+
+    assert versions == [1, 2, 3, 4]
+    assert order.version == 4
+
+
+# -- create ------------------------------------------------------------------------------
+
+
+def test_create_new_order() -> None:
+    (event,) = when(Order(ORDER), create())
+
+    assert type(event) is OrderCreated
+    assert event.aggregate_id == ORDER
+    assert event.version == 1
+    assert event.data() == {"customer_id": "customer-123", "status": "created"}
+    assert given(create()).status == "created"
+
+
+@pytest.mark.parametrize(
+    "history",
+    [(create(),), (*WALKTHROUGH, pay()), (create(), cancel())],
+    ids=["created", "paid", "cancelled"],
+)
+def test_create_existing_order_is_rejected(history: tuple[Command, ...]) -> None:
+    with pytest.raises(errors.OrderAlreadyExists) as raised:
+        when(given(*history), create())
+
+    assert raised.value.order_id == ORDER
+
+
+@pytest.mark.parametrize(
+    "command", [add(), remove(), pay(), cancel()], ids=lambda c: type(c).__name__
+)
+def test_command_on_missing_order_is_rejected(command: Command) -> None:
+    with pytest.raises(errors.OrderNotFound) as raised:
+        when(Order(ORDER), command)
+
+    assert raised.value.order_id == ORDER
+
+
+# -- add ---------------------------------------------------------------------------------
+
+
+def test_add_item_to_created_order() -> None:
+    (event,) = when(given(create()), add("apple", 3, "1.50"))
+
+    assert type(event) is ItemAdded
+    assert event.version == 2
+    assert event.data() == {"item_id": "apple", "quantity": 3, "price": "1.50"}
+
+
+def test_adding_item_already_present_sums_its_quantity() -> None:
+    order = given(create(), add("apple", 3, "1.50"))
+
+    (event,) = when(order, add("apple", 2, "1.5"))
+
+    assert event.data() == {"item_id": "apple", "quantity": 2, "price": "1.50"}
+    assert fold(order, [event]).lines == {"apple": Line(5, Decimal("1.50"))}
+
+
+def test_adding_item_already_present_at_another_price_is_rejected() -> None:
+    order = given(create(), add("apple", 3, "1.50"))
+
+    with pytest.raises(errors.PriceMismatch) as raised:
+        when(order, add("apple", 1, "1.60"))
+
+    assert raised.value.item_id == "apple"
+
+
+def test_removed_item_can_be_added_again_at_another_price() -> None:
+    order = given(create(), add("apple", 3, "1.50"), remove("apple"))
+
+    order = fold(order, when(order, add("apple", 1, "1.60")))
+
+    assert order.lines == {"apple": Line(1, Decimal("1.60"))}
+
+
+def test_summed_quantity_up_to_the_limit_is_accepted() -> None:
+    order = given(create(), add("apple", 9_999))
+
+    order = fold(order, when(order, add("apple", 1)))
+
+    assert order.lines["apple"].quantity == 10_000
+
+
+def test_summed_quantity_above_the_limit_is_rejected() -> None:
+    order = given(create(), add("apple", 10_000))
+
+    with pytest.raises(errors.QuantityLimitExceeded) as raised:
+        when(order, add("apple", 1))
+
+    assert raised.value.item_id == "apple"
+
+
+CLOSED = pytest.mark.parametrize(
+    ("history", "status"),
+    [((*WALKTHROUGH, pay()), "paid"), ((*WALKTHROUGH, cancel()), "cancelled")],
+    ids=["paid", "cancelled"],
+)
+
+
+@CLOSED
+def test_adding_to_closed_order_is_rejected(history: tuple[Command, ...], status: str) -> None:
+    with pytest.raises(errors.OrderNotOpen) as raised:
+        when(given(*history), add("cherry", 1, "2.00"))
+
+    assert raised.value.status == status
+
+
+# -- remove ------------------------------------------------------------------------------
+
+
+def test_remove_item_present() -> None:
+    order = given(*WALKTHROUGH)
+
+    (event,) = when(order, remove("apple"))
+
+    assert type(event) is ItemRemoved
+    assert event.version == 4
+    assert event.data() == {"item_id": "apple"}
+    assert list(fold(order, [event]).lines) == ["banana"]
+
+
+@pytest.mark.parametrize(
+    ("history", "item"),
+    [
+        ((create(),), "apple"),
+        (WALKTHROUGH, "cherry"),
+        ((*WALKTHROUGH, remove("apple")), "apple"),
+    ],
+    ids=["empty", "other-items", "already-removed"],
+)
+def test_removing_item_not_in_order_is_rejected(history: tuple[Command, ...], item: str) -> None:
+    with pytest.raises(errors.ItemNotInOrder) as raised:
+        when(given(*history), remove(item))
+
+    assert raised.value.item_id == item
+
+
+@CLOSED
+def test_removing_from_closed_order_is_rejected(history: tuple[Command, ...], status: str) -> None:
+    with pytest.raises(errors.OrderNotOpen) as raised:
+        when(given(*history), remove("apple"))
+
+    assert raised.value.status == status
+
+
+# -- pay ---------------------------------------------------------------------------------
+
+
+def test_pay_order_with_items() -> None:
+    order = given(*WALKTHROUGH)
+
+    (event,) = when(order, pay())
+
+    assert type(event) is OrderPaid
+    assert event.version == 4
+    assert event.data() == {"payment_method": "credit_card", "status": "paid"}
+    paid = fold(order, [event])
+    assert paid.status == "paid"
+    assert paid.payment_method == "credit_card"
+
+
+def test_order_with_a_free_item_and_a_priced_one_can_be_paid() -> None:
+    order = given(create(), add("sticker", 1, "0.00"), add("apple", 1, "0.01"))
+
+    assert [type(e) for e in when(order, pay())] == [OrderPaid]
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        (create(),),
+        (create(), add("sticker", 5, "0.00")),
+        (*WALKTHROUGH, remove("apple"), remove("banana")),
+    ],
+    ids=["empty", "only-free-items", "all-items-removed"],
+)
+def test_paying_order_totalling_zero_is_rejected(history: tuple[Command, ...]) -> None:
+    with pytest.raises(errors.NothingToPay):
+        when(given(*history), pay())
+
+
+def test_paying_cancelled_order_is_rejected() -> None:
+    with pytest.raises(errors.PaymentAfterCancellation):
+        when(given(*WALKTHROUGH, cancel()), pay())
+
+
+def test_paying_twice_is_rejected() -> None:
+    with pytest.raises(errors.OrderAlreadyPaid):
+        when(given(*WALKTHROUGH, pay()), pay())
+
+
+# -- cancel ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("history", [(create(),), WALKTHROUGH], ids=["empty", "with-items"])
+def test_cancel_open_order(history: tuple[Command, ...]) -> None:
+    order = given(*history)
+
+    (event,) = when(order, cancel("changed my mind"))
+
+    assert type(event) is OrderCancelled
+    assert event.version == order.version + 1
+    assert event.data() == {"reason": "changed my mind", "status": "cancelled"}
+    cancelled = fold(order, [event])
+    assert cancelled.status == "cancelled"
+    assert cancelled.cancel_reason == "changed my mind"
+
+
+def test_cancelling_paid_order_is_rejected() -> None:
+    with pytest.raises(errors.CannotCancelPaidOrder):
+        when(given(*WALKTHROUGH, pay()), cancel())
+
+
+def test_cancelling_twice_is_rejected() -> None:
+    with pytest.raises(errors.OrderAlreadyCancelled):
+        when(given(create(), cancel()), cancel())
+
+
+def test_rule_errors_are_domain_errors_with_a_message() -> None:
+    with pytest.raises(errors.DomainError, match="order-001 is already paid"):
+        when(given(*WALKTHROUGH, pay()), pay())
+
+
+# -- metadata, ids, time -----------------------------------------------------------------
+
+
+def test_event_metadata_names_the_command() -> None:
+    command = add()
+
+    (event,) = when(given(create()), command)
+
+    assert event.metadata.command_id == command.command_id
+    assert event.metadata.causation_id == command.command_id
+    assert event.metadata.correlation_id == command.command_id
+
+
+def test_event_metadata_keeps_the_given_correlation_id() -> None:
+    command = add(correlation_id="checkout-42")
+
+    (event,) = when(given(create()), command)
+
+    assert event.metadata.correlation_id == "checkout-42"
+    assert event.metadata.causation_id == command.command_id
+
+
+def test_event_id_is_derived_from_the_command() -> None:
+    order, command = given(create()), add()
+
+    first = when(order, command)
+    again = decide(order, command, at=NOW + timedelta(seconds=5))
+    other = when(order, add())
+
+    assert uuid.UUID(first[0].event_id)
+    assert first[0].event_id == again[0].event_id
+    assert first[0].event_id != other[0].event_id
+
+
+def test_event_timestamp_is_the_given_utc_time() -> None:
+    at = datetime.now(UTC)
+
+    (event,) = decide(Order(ORDER), create(), at=at)
+
+    assert event.timestamp == at
+    assert event.timestamp.utcoffset() == timedelta(0)
+
+
+def test_events_are_immutable() -> None:
+    (event,) = when(given(create()), add())
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.version = 9  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.price = Decimal("0.01")  # type: ignore[misc]
+
+
+def test_decide_does_not_change_the_order() -> None:
+    order = given(*WALKTHROUGH)
+
+    when(order, add("apple", 1))
+
+    assert order == given(*WALKTHROUGH)
+    assert order.lines["apple"].quantity == 3

@@ -1,0 +1,337 @@
+"""The command handler against the in-memory store: outcomes, idempotency, races, snapshots."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from commands import AddItem, CancelOrder, Command, CreateOrder, Outcome, PayOrder, RemoveItem
+from domain.handler import CommandHandler, RetryPolicy, load_order
+from domain.order import Line, Order, fold
+from domain.snapshots import Snapshot, take_snapshot
+from tests.unit.fakes import FakeEventStore, RacingEventStore
+
+ORDER = "order-001"
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def create() -> CreateOrder:
+    return CreateOrder(ORDER, customer_id="customer-123")
+
+
+def add(item: str = "apple", quantity: int = 3, price: str = "1.50", **kw: Any) -> AddItem:
+    return AddItem(ORDER, item_id=item, quantity=quantity, price=price, **kw)
+
+
+def pay(**kw: Any) -> PayOrder:
+    return PayOrder(ORDER, payment_method="credit_card", **kw)
+
+
+def handler_for(store: FakeEventStore, **kw: Any) -> CommandHandler:
+    kw.setdefault("sleep", lambda _seconds: None)
+    kw.setdefault("rng", random.Random(0))
+    return CommandHandler(store, clock=lambda: NOW, **kw)
+
+
+def given(store: FakeEventStore, *commands: Command) -> FakeEventStore:
+    """Run ``commands`` through a plain handler, then reset the store's counters."""
+    handler = handler_for(store)
+    for command in commands:
+        assert handler.handle(command).accepted
+    store.append_calls = 0
+    store.load_calls.clear()
+    store.saved_snapshots.clear()
+    return store
+
+
+def event_types(store: FakeEventStore) -> list[str]:
+    return [event.event_type for event in store.streams.get(ORDER, [])]
+
+
+WALKTHROUGH = (create(), add("apple", 3, "1.50"), add("banana", 2, "0.75"))
+
+# -- outcomes ----------------------------------------------------------------------------
+
+
+def test_accepted_command_appends_its_events_and_records_the_outcome() -> None:
+    store = FakeEventStore()
+    command = create()
+
+    outcome = handler_for(store).handle(command)
+
+    assert outcome == Outcome(
+        status="accepted",
+        command_id=command.command_id,
+        order_id=ORDER,
+        version=1,
+        events=("OrderCreated",),
+    )
+    assert event_types(store) == ["OrderCreated"]
+    assert store.find_outcome(command.command_id) == outcome
+    assert store.command_types[command.command_id] == "CreateOrder"
+
+
+def test_walkthrough_through_the_handler() -> None:
+    store = given(FakeEventStore(), *WALKTHROUGH)
+
+    outcome = handler_for(store).handle(pay())
+
+    assert (outcome.status, outcome.version, outcome.events) == ("accepted", 4, ("OrderPaid",))
+    assert str(load_order(store, ORDER)) == (
+        "Order(id=order-001, customer=customer-123, items=2, total=$6.00, status=paid, version=4)"
+    )
+
+
+def test_events_carry_the_handlers_clock() -> None:
+    store = FakeEventStore()
+
+    handler_for(store).handle(create())
+
+    assert store.streams[ORDER][0].timestamp == NOW
+
+
+def test_rejected_command_is_recorded_and_appends_nothing() -> None:
+    store = given(FakeEventStore(), *WALKTHROUGH, pay())
+    command = pay()
+
+    outcome = handler_for(store).handle(command)
+
+    assert outcome.status == "rejected"
+    assert outcome.error == "OrderAlreadyPaid"
+    assert outcome.message == "order order-001 is already paid"
+    assert outcome.version is None
+    assert outcome.events == ()
+    assert store.append_calls == 0
+    assert store.latest_version(ORDER) == 4
+    assert store.find_outcome(command.command_id) == outcome
+
+
+def test_command_on_missing_order_is_rejected() -> None:
+    store = FakeEventStore()
+
+    outcome = handler_for(store).handle(add())
+
+    assert (outcome.status, outcome.error) == ("rejected", "OrderNotFound")
+    assert store.streams == {}
+
+
+# -- idempotency -------------------------------------------------------------------------
+
+
+def test_repeated_command_id_returns_the_recorded_outcome_and_appends_nothing() -> None:
+    store = given(FakeEventStore(), create())
+    command = add()
+    handler = handler_for(store)
+    first = handler.handle(command)
+
+    again = handler.handle(command)
+
+    assert again == first
+    assert store.append_calls == 1
+    assert event_types(store) == ["OrderCreated", "ItemAdded"]
+    assert load_order(store, ORDER).lines["apple"].quantity == 3
+
+
+def test_repeated_rejected_command_stays_rejected_even_when_it_would_now_succeed() -> None:
+    store = FakeEventStore()
+    handler = handler_for(store)
+    command = add()
+    first = handler.handle(command)
+    assert first.error == "OrderNotFound"
+    handler.handle(create())
+    store.append_calls = 0
+
+    again = handler.handle(command)
+
+    assert again == first
+    assert store.append_calls == 0
+    assert event_types(store) == ["OrderCreated"]
+
+
+def test_redelivery_that_loses_the_race_to_record_returns_the_winners_outcome() -> None:
+    class TwinDeliveryStore(FakeEventStore):
+        """Once armed, another delivery of the same command writes just before ours."""
+
+        armed = False
+
+        def append(self, aggregate_id: str, expected_version: int, events: Any, **kw: Any) -> int:
+            if self.armed:
+                self.armed = False
+                self._write(aggregate_id, expected_version, events, **kw)
+            return super().append(aggregate_id, expected_version, events, **kw)
+
+    store = given(TwinDeliveryStore(), create())
+    store.armed = True
+    command = add()
+
+    outcome = handler_for(store).handle(command)
+
+    assert outcome.accepted
+    assert outcome is store.find_outcome(command.command_id)
+    assert event_types(store) == ["OrderCreated", "ItemAdded"]
+
+
+# -- expected version --------------------------------------------------------------------
+
+
+def test_stale_expected_version_is_rejected_without_retry() -> None:
+    store = given(FakeEventStore(), create())
+    sleeps: list[float] = []
+
+    outcome = handler_for(store, sleep=sleeps.append).handle(add(expected_version=0))
+
+    assert outcome.status == "rejected"
+    assert outcome.error == "VersionConflict"
+    assert outcome.message == "stream Order-order-001: expected version 0, actual version 1"
+    assert store.append_calls == 0
+    assert sleeps == []
+    assert event_types(store) == ["OrderCreated"]
+
+
+def test_current_expected_version_is_accepted() -> None:
+    store = given(FakeEventStore(), create())
+
+    outcome = handler_for(store).handle(add(expected_version=1))
+
+    assert (outcome.status, outcome.version) == ("accepted", 2)
+
+
+# -- lost races --------------------------------------------------------------------------
+
+
+def test_lost_race_reloads_decides_again_and_is_accepted() -> None:
+    store = given(RacingEventStore(), create())
+    store.conflicts = 2
+
+    outcome = handler_for(store).handle(add("apple", 3, "1.50"))
+
+    assert (outcome.status, outcome.version) == ("accepted", 4)
+    assert store.append_calls == 3
+    assert event_types(store) == ["OrderCreated", "ItemAdded", "ItemAdded", "ItemAdded"]
+    assert load_order(store, ORDER).lines == {
+        "rival-item": Line(2, Decimal("1.00")),
+        "apple": Line(3, Decimal("1.50")),
+    }
+
+
+def test_redecision_after_a_lost_race_sees_the_rivals_events() -> None:
+    store = given(RacingEventStore(), create(), add("rival-item", 9_999, "1.00"))
+    store.conflicts = 1
+
+    # The rival's write takes rival-item to the limit: adding one more now breaks a rule.
+    outcome = handler_for(store).handle(add("rival-item", 1, "1.00"))
+
+    assert (outcome.status, outcome.error) == ("rejected", "QuantityLimitExceeded")
+    assert load_order(store, ORDER).lines["rival-item"].quantity == 10_000
+
+
+def test_endless_conflicts_fail_after_max_attempts_with_backoff() -> None:
+    policy = RetryPolicy()
+    store = given(RacingEventStore(), create())
+    store.conflicts = None
+    sleeps: list[float] = []
+    command = add()
+
+    outcome = handler_for(store, retry=policy, sleep=sleeps.append).handle(command)
+
+    assert outcome.status == "failed"
+    assert outcome.error == "VersionConflict"
+    assert store.find_outcome(command.command_id) == outcome
+    assert store.append_calls == policy.max_attempts
+    assert len(sleeps) == policy.max_attempts - 1
+    for attempt, delay in enumerate(sleeps, start=1):
+        assert 0 <= delay <= min(policy.max_delay, policy.base_delay * 2**attempt)
+    assert "apple" not in load_order(store, ORDER).lines
+
+
+def test_small_retry_policy_is_respected() -> None:
+    policy = RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=0.5)
+    store = given(RacingEventStore(), create())
+    store.conflicts = None
+    sleeps: list[float] = []
+
+    outcome = handler_for(store, retry=policy, sleep=sleeps.append).handle(add())
+
+    assert outcome.status == "failed"
+    assert store.append_calls == 3
+    assert len(sleeps) == 2
+    assert all(0 <= delay <= 0.5 for delay in sleeps)
+
+
+def test_backoff_is_reproducible_with_a_seeded_rng() -> None:
+    def delays() -> list[float]:
+        store = given(RacingEventStore(), create())
+        store.conflicts = None
+        sleeps: list[float] = []
+        handler_for(store, sleep=sleeps.append, rng=random.Random(0)).handle(add())
+        return sleeps
+
+    assert delays() == delays()
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+
+def test_snapshots_are_saved_every_n_versions() -> None:
+    store = FakeEventStore()
+    handler = handler_for(store, snapshot_every=2)
+
+    for command in (*WALKTHROUGH, pay()):
+        handler.handle(command)
+
+    assert [snapshot.version for snapshot in store.saved_snapshots] == [2, 4]
+    assert store.snapshots[ORDER] == take_snapshot(fold(Order(ORDER), store.streams[ORDER]))
+
+
+def test_no_snapshots_by_default() -> None:
+    store = FakeEventStore()
+    handler = handler_for(store)
+
+    for command in (*WALKTHROUGH, pay()):
+        handler.handle(command)
+
+    assert store.saved_snapshots == []
+
+
+def test_rejected_command_takes_no_snapshot() -> None:
+    store = given(FakeEventStore(), create())
+
+    handler_for(store, snapshot_every=1).handle(RemoveItem(ORDER, item_id="apple"))
+
+    assert store.saved_snapshots == []
+
+
+def test_loading_reads_only_events_after_the_snapshot() -> None:
+    store = FakeEventStore()
+    handler = handler_for(store, snapshot_every=2)
+    for command in (*WALKTHROUGH, add("cherry", 1, "2.00")):
+        handler.handle(command)
+    store.load_calls.clear()
+
+    outcome = handler.handle(pay())
+
+    assert outcome.accepted
+    assert store.load_calls == [(ORDER, 4)]
+
+
+def test_order_from_snapshot_equals_order_from_full_replay() -> None:
+    store = FakeEventStore()
+    handler = handler_for(store, snapshot_every=2)
+    for command in (*WALKTHROUGH, pay()):
+        handler.handle(command)
+    handler.handle(CancelOrder(ORDER, reason="too late"))  # rejected: paid
+
+    assert load_order(store, ORDER) == fold(Order(ORDER), store.streams[ORDER])
+
+
+def test_snapshot_with_unknown_schema_version_is_ignored_and_stream_replayed() -> None:
+    store = given(FakeEventStore(), *WALKTHROUGH)
+    store.snapshots[ORDER] = Snapshot(ORDER, 3, schema_version=99, state={"from": "the future"})
+
+    order = load_order(store, ORDER)
+
+    assert store.load_calls == [(ORDER, 0)]
+    assert order == fold(Order(ORDER), store.streams[ORDER])
+    assert order.total == Decimal("6.00")
