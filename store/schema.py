@@ -16,6 +16,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     Uuid,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -59,5 +60,15 @@ command_log = Table(
     Column("aggregate_id", String(128)),
     Column("status", String(16), nullable=False),
     Column("outcome", Json, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Position, primary_key=True, autoincrement=True),
+    Column("source", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("body", Text, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
 )

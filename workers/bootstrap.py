@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from domain.handler import CommandHandler, RetryPolicy
+from store.dead_letters import DeadLetterLog
 from store.engine import build_engine
 from store.event_store import SqlEventStore
 from store.global_log import GlobalLogReader
@@ -23,6 +24,7 @@ class Services:
     store: SqlEventStore
     handler: CommandHandler
     reader: GlobalLogReader
+    dead_letters: DeadLetterLog
 
     def close(self) -> None:
         self.engine.dispose()
@@ -37,4 +39,6 @@ def bootstrap(settings: Settings | None = None) -> Services:
         retry=RetryPolicy(max_attempts=settings.conflict_attempts),
         snapshot_every=settings.snapshot_every,
     )
-    return Services(settings, engine, store, handler, GlobalLogReader(engine))
+    return Services(
+        settings, engine, store, handler, GlobalLogReader(engine), DeadLetterLog(engine)
+    )

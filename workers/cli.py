@@ -1,22 +1,37 @@
-"""The ``orders`` command line: operate the store, send commands, run the demo."""
+"""The ``orders`` command line: operate the store, run workers, send commands, the demo."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
+from commands import Command, Outcome
+from commands.client import CommandClient, OutcomeTimeout
+from commands.transport import COMMANDS_QUEUE, PROJECTIONS_QUEUE
 from store.migrate import migrate as apply_migrations
 from workers.bootstrap import Services, bootstrap
+from workers.cli_send import parse_command_id, send
 from workers.config import ConfigError, Settings
 from workers.demo import print_history, run_demo
 
 
-def _services() -> Services:
+def _settings() -> Settings:
     try:
-        return bootstrap(Settings.from_env())
+        return Settings.from_env()
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
+
+
+@contextmanager
+def _services() -> Iterator[Services]:
+    services = bootstrap(_settings())
+    try:
+        yield services
+    finally:
+        services.close()
 
 
 @click.group()
@@ -25,14 +40,14 @@ def cli() -> None:
     """Event-sourced orders on Celery, Redis and PostgreSQL."""
 
 
+cli.add_command(send)
+
+
 @cli.command()
 def migrate() -> None:
     """Create or upgrade the database schema (safe to run again)."""
-    services = _services()
-    try:
+    with _services() as services:
         apply_migrations(services.engine)
-    finally:
-        services.close()
     click.echo("database is up to date")
 
 
@@ -42,11 +57,8 @@ def migrate() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines for scripts.")
 def history(order_id: str, full: bool, as_json: bool) -> None:
     """Print the event history of ORDER_ID."""
-    services = _services()
-    try:
+    with _services() as services:
         events = services.store.load(order_id)
-    finally:
-        services.close()
     if not events:
         raise click.ClickException(f"order {order_id} has no events")
     if as_json:
@@ -66,25 +78,104 @@ def history(order_id: str, full: bool, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("command_id", callback=parse_command_id)
+def status(command_id: str) -> None:
+    """Print the recorded outcome of COMMAND_ID from the command log."""
+    with _services() as services:
+        outcome = services.store.find_outcome(command_id)
+    if outcome is None:
+        raise click.ClickException(f"no outcome is recorded for command {command_id} (yet)")
+    click.echo(json.dumps(outcome.to_dict(), indent=2))
+
+
+@cli.command("dead-letters")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+def dead_letters(limit: int) -> None:
+    """Show the newest messages that could not be read as commands."""
+    with _services() as services:
+        letters = services.dead_letters.recent(limit)
+    for letter in letters:
+        click.echo(f"#{letter.id} {letter.recorded_at:%Y-%m-%d %H:%M:%S} {letter.source}")
+        click.echo(f"  reason: {letter.reason}")
+        click.echo(f"  body:   {letter.body[:200]}")
+
+
+@cli.command()
+@click.option(
+    "--queues",
+    default=f"{COMMANDS_QUEUE},{PROJECTIONS_QUEUE}",
+    show_default=True,
+    help="Comma-separated queues to consume.",
+)
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Processes.")
+@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--hostname", default=None, help="Node name, e.g. commands@%h.")
+def worker(
+    queues: str, concurrency: int | None, pool: str, loglevel: str, hostname: str | None
+) -> None:
+    """Run a Celery worker (the same as `celery -A workers.app worker`)."""
+    known = {COMMANDS_QUEUE, PROJECTIONS_QUEUE}
+    chosen = [queue.strip() for queue in queues.split(",") if queue.strip()]
+    unknown = sorted(set(chosen) - known)
+    if not chosen or unknown:
+        raise click.BadParameter(f"choose from {sorted(known)}, got {unknown}", param_hint="queues")
+    _settings()  # fail with a clear message before Celery starts
+    from workers.app import app
+
+    argv = ["worker", f"--queues={','.join(chosen)}", f"--pool={pool}", f"--loglevel={loglevel}"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
+
+
+@cli.command()
 def config() -> None:
     """Show the configuration in effect and the variables that set it."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as error:
-        raise click.UsageError(str(error)) from None
-    for variable, value, meaning in settings.describe():
+    for variable, value, meaning in _settings().describe():
         click.echo(f"{variable:<26} {value:<40} {meaning}")
 
 
 @cli.command()
-def demo() -> None:
-    """Run the walkthrough: create order-001, add two items, pay, show its history."""
-    services = _services()
-    try:
+@click.option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True)
+def demo(timeout: float) -> None:
+    """Run the walkthrough through the whole pipeline.
+
+    Embedded (no ORDERS_BROKER_URL): an in-process worker on Celery's in-memory
+    transport. With a Redis broker: enqueue for separately started `orders worker`s.
+    """
+    settings = _settings()
+    with _services() as services:
         apply_migrations(services.engine)
-        run_demo(services.handler.handle, services.store.load)
-    finally:
-        services.close()
+        with _pipeline(settings) as client:
+
+            def send_and_wait(command: Command) -> Outcome:
+                try:
+                    return client.send(command).wait(timeout=timeout)
+                except OutcomeTimeout as late:
+                    hint = "" if settings.embedded else "; is an `orders worker` running?"
+                    raise click.ClickException(f"{late}{hint}") from None
+
+            run_demo(send_and_wait, services.store.load)
+
+
+@contextmanager
+def _pipeline(settings: Settings) -> Iterator[CommandClient]:
+    if not settings.embedded:
+        client = CommandClient(settings.broker_url, settings.result_backend)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    from workers.app import create_app
+    from workers.embedded import embedded_worker
+
+    app = create_app(settings)
+    with embedded_worker(app):
+        yield CommandClient(app=app)
 
 
 def main() -> None:

@@ -15,6 +15,17 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from commands.transport import (
+    BACKEND_SCHEMES,
+    BROKER_SCHEMES,
+    BROKER_URL_VARIABLE,
+    DEFAULT_BROKER_URL,
+    RESULT_BACKEND_VARIABLE,
+    BrokerConfigError,
+    Endpoints,
+    checked_url,
+)
+
 Parse = Callable[[str, str], Any]
 
 
@@ -45,20 +56,31 @@ def _database_url(name: str, raw: str) -> str:
     return raw
 
 
+def _number(minimum: float) -> Parse:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not value >= minimum:  # also refuses NaN
+            raise ConfigError(f"{name} must be at least {minimum}, got {raw}")
+        return value
+
+    return parse
+
+
 def _url(schemes: tuple[str, ...]) -> Parse:
     def parse(name: str, raw: str) -> str:
-        if not raw.startswith(schemes):
-            raise ConfigError(f"{name} must start with one of {', '.join(schemes)}, got {raw!r}")
-        return raw
+        try:
+            return checked_url(name, raw, schemes)
+        except BrokerConfigError as error:
+            raise ConfigError(str(error)) from None
 
     return parse
 
 
 def _env(name: str, parse: Parse, doc: str, **kwargs: Any) -> Any:
     return field(metadata={"env": name, "parse": parse, "doc": doc}, **kwargs)
-
-
-_BROKERS = ("redis://", "rediss://", "memory://")
 
 
 @dataclass(frozen=True)
@@ -70,14 +92,14 @@ class Settings:
         default="sqlite:///orders.db",
     )
     broker_url: str = _env(
-        "ORDERS_BROKER_URL",
-        _url(_BROKERS),
+        BROKER_URL_VARIABLE,
+        _url(BROKER_SCHEMES),
         "Celery broker, e.g. redis://localhost:6379/0; memory:// runs embedded",
-        default="memory://",
+        default=DEFAULT_BROKER_URL,
     )
     result_backend: str | None = _env(
-        "ORDERS_RESULT_BACKEND",
-        _url(("redis://", "rediss://", "cache+memory://")),
+        RESULT_BACKEND_VARIABLE,
+        _url(BACKEND_SCHEMES),
         "where producers read outcomes; defaults to the broker when it is Redis",
         default=None,
     )
@@ -108,18 +130,40 @@ class Settings:
         "seconds an outcome stays readable in the result backend",
         default=86_400,
     )
+    publish_timeout: float = _env(
+        "ORDERS_PUBLISH_TIMEOUT",
+        _number(0.5),
+        "seconds a send may spend retrying an unreachable broker before it fails",
+        default=10.0,
+    )
+    db_retries: int = _env(
+        "ORDERS_DB_RETRIES",
+        _integer(0),
+        "times a command is retried while the database is unreachable, then it fails",
+        default=5,
+    )
+    db_retry_delay: float = _env(
+        "ORDERS_DB_RETRY_DELAY",
+        _number(0.0),
+        "first delay in seconds before such a retry; doubles each time, capped at 30",
+        default=1.0,
+    )
+
+    def __post_init__(self) -> None:
+        if self.visibility_timeout <= self.task_time_limit:
+            # Otherwise Redis hands a still-running command to a second worker.
+            raise ConfigError(
+                f"ORDERS_VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be above "
+                f"ORDERS_TASK_TIME_LIMIT ({self.task_time_limit})"
+            )
 
     @property
     def embedded(self) -> bool:
         return self.broker_url.startswith("memory://")
 
     @property
-    def outcome_backend(self) -> str:
-        if self.result_backend:
-            return self.result_backend
-        if self.broker_url.startswith(("redis://", "rediss://")):
-            return self.broker_url
-        return "cache+memory://"
+    def endpoints(self) -> Endpoints:
+        return Endpoints(self.broker_url, self.result_backend)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

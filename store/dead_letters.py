@@ -1,0 +1,49 @@
+"""Messages that could not be read as commands at all, kept with their raw body."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, select
+
+from store.codec import as_utc
+from store.engine import WRITE
+from store.schema import dead_letters
+
+MAX_BODY_CHARS = 1_000_000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    source: str
+    reason: str
+    body: str
+    recorded_at: datetime
+
+
+class DeadLetterLog:
+    def __init__(self, engine: Engine) -> None:
+        self._writer = engine.execution_options(**WRITE)
+        self._engine = engine
+
+    def record(self, source: str, reason: str, body: str) -> None:
+        # A body past the limit is cut, not refused: losing the record would be worse.
+        row = {
+            "source": source[:64],
+            "reason": reason,
+            "body": body[:MAX_BODY_CHARS],
+            "recorded_at": datetime.now(UTC),
+        }
+        with self._writer.begin() as conn:
+            conn.execute(dead_letters.insert().values(row))
+
+    def recent(self, limit: int = 50) -> list[DeadLetter]:
+        query = select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            DeadLetter(row.id, row.source, row.reason, row.body, as_utc(row.recorded_at))
+            for row in rows
+        ]

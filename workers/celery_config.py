@@ -1,0 +1,54 @@
+"""Celery settings, each with the reason it is set (see DESIGN.md, "Celery settings")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.entity import Queue
+
+from commands.transport import (
+    COMMANDS_QUEUE,
+    HANDLE_COMMAND,
+    PROJECTIONS_QUEUE,
+    WAKE_PROJECTIONS,
+    common_celery_config,
+)
+from workers.config import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    config = common_celery_config(
+        settings.endpoints,
+        result_expires=settings.result_expires,
+        publish_timeout=settings.publish_timeout,
+    )
+    # Redis redelivers a task not acknowledged within this time; it must stay well above
+    # the time limit, or a slow command runs twice at once.
+    config["broker_transport_options"]["visibility_timeout"] = settings.visibility_timeout
+    config.update(
+        # A worker killed mid-command gets it redelivered; the command log makes that safe.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # An unacknowledged prefetched command must not wait behind a slow one.
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=max(1, settings.task_time_limit - 10),
+        # Otherwise a task keeps running after the connection drops *and* is redelivered.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        # On SIGTERM, requeue unacknowledged messages instead of waiting out the timeout.
+        worker_soft_shutdown_timeout=10.0,
+        worker_enable_soft_shutdown_on_idle=True,
+        task_default_queue=COMMANDS_QUEUE,
+        task_queues=(Queue(COMMANDS_QUEUE), Queue(PROJECTIONS_QUEUE)),  # type: ignore[no-untyped-call]
+        task_routes={
+            HANDLE_COMMAND: {"queue": COMMANDS_QUEUE},
+            WAKE_PROJECTIONS: {"queue": PROJECTIONS_QUEUE},
+        },
+        # Messages that are not even readable as tasks are recorded, not just logged.
+        worker_consumer="workers.consumer:RecordingConsumer",
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    return config

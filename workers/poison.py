@@ -1,0 +1,57 @@
+"""Messages that are not valid commands: rejected with a reason, recorded, never retried.
+
+With a readable command id the rejection goes to the command log, where the producer's
+``orders status`` and outcome lookups find it; without one, the raw body goes to the
+dead-letter table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from commands import Outcome
+from commands.envelope import InvalidEnvelope
+from commands.fields import identifier
+from workers.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+
+def reject_invalid(services: Services, envelope: Any, error: InvalidEnvelope) -> Outcome:
+    reason = str(error)
+    if error.command_id is None:
+        services.dead_letters.record("orders.commands", f"InvalidCommand: {reason}", _raw(envelope))
+        log.warning("dead-lettered a message without a readable command id: %s", reason)
+        return Outcome(status="rejected", command_id="", error="InvalidCommand", message=reason)
+    outcome = Outcome(
+        status="rejected",
+        command_id=error.command_id,
+        order_id=_readable_order_id(envelope),
+        error="InvalidCommand",
+        message=reason,
+    )
+    log.warning("rejected invalid command %s: %s", error.command_id, reason)
+    return services.store.record_outcome(_readable_type(envelope), outcome)
+
+
+def _raw(envelope: Any) -> str:
+    try:
+        return json.dumps(envelope)
+    except (TypeError, ValueError):
+        return repr(envelope)
+
+
+def _readable_type(envelope: Any) -> str:
+    kind = envelope.get("type") if isinstance(envelope, dict) else None
+    return kind if isinstance(kind, str) and kind.isidentifier() and len(kind) <= 64 else "unknown"
+
+
+def _readable_order_id(envelope: Any) -> str | None:
+    payload = envelope.get("payload") if isinstance(envelope, dict) else None
+    order_id = payload.get("order_id") if isinstance(payload, dict) else None
+    try:
+        return identifier("order_id", order_id)
+    except ValueError:
+        return None

@@ -1,0 +1,96 @@
+"""Celery tasks: thin. Decode, call the domain's handler, report the outcome.
+
+The return value of ``orders.handle_command`` is the command's ``Outcome`` as a dict:
+the result backend hands it to the producer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery import Celery, Task
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from commands import Outcome
+from commands.envelope import InvalidEnvelope, decode
+from commands.transport import HANDLE_COMMAND, PROJECTIONS_QUEUE, WAKE_PROJECTIONS
+from workers import runtime
+from workers.bootstrap import Services
+from workers.poison import reject_invalid
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the database is not reachable now", worth waiting out.
+DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
+MAX_RETRY_DELAY = 30.0
+
+
+def handle_command(task: Task, envelope: Any) -> dict[str, Any]:
+    services = runtime.services()
+    try:
+        outcome = _decide(services, envelope)
+    except DATABASE_UNREACHABLE as unreachable:
+        return _retry_or_fail(task, services, unreachable).to_dict()
+    if outcome.accepted:
+        _wake_projections(task.app)
+    return outcome.to_dict()
+
+
+def wake_projections(task: Task) -> None:
+    """Bring the read models up to the log's head (built by the read-model issue)."""
+
+
+def _decide(services: Services, envelope: Any) -> Outcome:
+    try:
+        command = decode(envelope)
+    except InvalidEnvelope as invalid:
+        return reject_invalid(services, envelope, invalid)
+    try:
+        return services.handler.handle(command)
+    except DATABASE_UNREACHABLE:
+        raise
+    except Exception as error:
+        # A bug or corrupt stored data: fail this command, keep the worker going.
+        log.exception("command %s failed", command.command_id)
+        failed = Outcome(
+            status="failed",
+            command_id=command.command_id,
+            order_id=command.order_id,
+            error=type(error).__name__,
+            message=str(error),
+        )
+        return services.store.record_outcome(command.command_type, failed)
+
+
+def _retry_or_fail(task: Task, services: Services, error: Exception) -> Outcome:
+    settings = services.settings
+    attempt = task.request.retries
+    if attempt < settings.db_retries:
+        # Countdowns stay far below the visibility timeout, or Redis redelivers in a loop.
+        cap = min(MAX_RETRY_DELAY, settings.visibility_timeout / 10)
+        delay = min(cap, settings.db_retry_delay * 2**attempt) * random.uniform(0.5, 1.0)
+        log.warning("database unreachable, retry %d in %.1f s: %s", attempt + 1, delay, error)
+        raise task.retry(exc=error, countdown=delay, max_retries=settings.db_retries)
+    log.error("database unreachable after %d retries, command fails: %s", attempt, error)
+    return Outcome(
+        status="failed",
+        command_id=task.request.id or "",
+        error="DatabaseUnavailable",
+        message=f"the event store was unreachable through {attempt} retries: {error}"[:500],
+    )
+
+
+def _wake_projections(app: Celery) -> None:
+    # The events are committed; a lost wake-up only delays the read models until the
+    # next one or the periodic sweep, so a broker hiccup here must not fail the command.
+    try:
+        app.send_task(WAKE_PROJECTIONS, queue=PROJECTIONS_QUEUE, ignore_result=True)
+    except Exception:
+        log.warning("could not wake the projections; the sweep will catch up", exc_info=True)
+
+
+def register(app: Celery) -> None:
+    app.task(name=HANDLE_COMMAND, bind=True, shared=False)(handle_command)
+    app.task(name=WAKE_PROJECTIONS, bind=True, ignore_result=True, shared=False)(wake_projections)
