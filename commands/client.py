@@ -19,6 +19,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from commands.envelope import encode
 from commands.messages import Command
@@ -40,7 +41,8 @@ class BrokerUnavailable(ConnectionError):
     """
 
     def __init__(self, command_id: str, broker: str, cause: BaseException) -> None:
-        super().__init__(f"could not enqueue command {command_id} on {broker}: {cause}")
+        reason = " ".join(str(cause).split())  # Celery's messages span several lines
+        super().__init__(f"could not enqueue command {command_id} on {broker}: {reason}")
         self.command_id = command_id
 
 
@@ -103,7 +105,9 @@ class CommandClient:
                 task_id=command.command_id,
                 queue=COMMANDS_QUEUE,
             )
-        except (OperationalError, OSError) as down:
+        except (OperationalError, OSError, RedisError, RuntimeError) as down:
+            # RuntimeError: Celery's way of saying the result backend stayed unreachable
+            # while it subscribed to this command's outcome, before publishing.
             raise BrokerUnavailable(command.command_id, _safe(self._broker), down) from down
         return Receipt(command.command_id, self)
 

@@ -84,6 +84,12 @@ def common_celery_config(
     if endpoints.broker_url.startswith("memory://"):
         # The in-memory transport polls; its default second per poll makes the demo crawl.
         broker_options = {"polling_interval": 0.01}
+    retry_policy = {
+        "max_retries": retries,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    }
     return {
         "broker_url": endpoints.broker_url,
         "result_backend": endpoints.outcome_backend,
@@ -94,15 +100,11 @@ def common_celery_config(
         "result_accept_content": ["json"],
         "broker_connection_timeout": socket_timeout,
         "broker_transport_options": broker_options,
-        "result_backend_transport_options": dict(redis_options),
+        # The result backend retries on its own (20 times by default) before a send.
+        "result_backend_transport_options": {**redis_options, "retry_policy": retry_policy},
         "redis_socket_timeout": socket_timeout,
         "redis_socket_connect_timeout": socket_timeout,
         "redis_socket_keepalive": True,
         "task_publish_retry": True,
-        "task_publish_retry_policy": {
-            "max_retries": retries,
-            "interval_start": 0,
-            "interval_step": 0.2,
-            "interval_max": 0.5,
-        },
+        "task_publish_retry_policy": retry_policy,
     }

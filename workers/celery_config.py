@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from commands.transport import (
     COMMANDS_QUEUE,
@@ -41,7 +41,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         worker_soft_shutdown_timeout=10.0,
         worker_enable_soft_shutdown_on_idle=True,
         task_default_queue=COMMANDS_QUEUE,
-        task_queues=(Queue(COMMANDS_QUEUE), Queue(PROJECTIONS_QUEUE)),  # type: ignore[no-untyped-call]
+        task_queues=[_queue(COMMANDS_QUEUE), _queue(PROJECTIONS_QUEUE)],
         task_routes={
             HANDLE_COMMAND: {"queue": COMMANDS_QUEUE},
             WAKE_PROJECTIONS: {"queue": PROJECTIONS_QUEUE},
@@ -52,3 +52,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         worker_redirect_stdouts=False,
     )
     return config
+
+
+def _queue(name: str) -> Queue:
+    # Each queue its own exchange and key: without them both queues would bind to the
+    # default exchange's key and projection wake-ups would land among the commands.
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
