@@ -6,15 +6,22 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x0_4F52_4445_5253  # "ORDERS": one arbitrary advisory-lock key
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
+def _config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    config = _config()
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Workers started together may all migrate; the lock makes them take turns.
@@ -24,7 +31,12 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        revision: str | None = MigrationContext.configure(conn).get_current_revision()
+        return revision
+
+
+def head_revision() -> str | None:
+    """The newest revision this code ships."""
+    head: str | None = ScriptDirectory.from_config(_config()).get_current_head()
+    return head

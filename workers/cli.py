@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from commands import Command, Outcome
 from commands.client import CommandClient, OutcomeTimeout
 from commands.transport import COMMANDS_QUEUE, PROJECTIONS_QUEUE
+from store.migrate import current_revision, head_revision
 from store.migrate import migrate as apply_migrations
 from workers.bootstrap import Services, bootstrap
 from workers.cli_send import parse_command_id, send
@@ -26,10 +28,18 @@ def _settings() -> Settings:
 
 
 @contextmanager
-def _services() -> Iterator[Services]:
+def _services(*, migrated: bool = True) -> Iterator[Services]:
+    """The services, for one command; with ``migrated``, refuse an unmigrated database."""
     services = bootstrap(_settings())
     try:
+        if migrated and current_revision(services.engine) != head_revision():
+            raise click.ClickException(
+                "the database schema is missing or old: run `orders migrate` first"
+            )
         yield services
+    except DBAPIError as error:
+        reason = " ".join(str(error.orig).split())
+        raise click.ClickException(f"database error: {reason}") from None
     finally:
         services.close()
 
@@ -46,7 +56,7 @@ cli.add_command(send)
 @cli.command()
 def migrate() -> None:
     """Create or upgrade the database schema (safe to run again)."""
-    with _services() as services:
+    with _services(migrated=False) as services:
         apply_migrations(services.engine)
     click.echo("database is up to date")
 
@@ -147,7 +157,7 @@ def demo(timeout: float) -> None:
     transport. With a Redis broker: enqueue for separately started `orders worker`s.
     """
     settings = _settings()
-    with _services() as services:
+    with _services(migrated=False) as services:
         apply_migrations(services.engine)
         with _pipeline(settings) as client:
 
