@@ -14,6 +14,7 @@ from typing import Any
 
 HANDLE_COMMAND = "orders.handle_command"
 WAKE_PROJECTIONS = "orders.wake_projections"
+SWEEP_PROJECTIONS = "orders.sweep_projections"
 COMMANDS_QUEUE = "orders.commands"
 PROJECTIONS_QUEUE = "orders.projections"
 

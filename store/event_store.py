@@ -34,7 +34,10 @@ class SqlEventStore:
 
     # -- reading -----------------------------------------------------------------------
 
-    def load(self, aggregate_id: str, after_version: int = 0) -> list[Event]:
+    def load(
+        self, aggregate_id: str, after_version: int = 0, until_version: int | None = None
+    ) -> list[Event]:
+        """Events with ``after_version < version <= until_version``, oldest first."""
         query = (
             select(*(events.c[name] for name in EVENT_COLUMNS))
             .where(
@@ -44,6 +47,8 @@ class SqlEventStore:
             )
             .order_by(events.c.version)
         )
+        if until_version is not None:
+            query = query.where(events.c.version <= until_version)
         with self._engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [event_from_row(row) for row in rows]

@@ -6,18 +6,23 @@ the reader passed them. On PostgreSQL the reader instead orders by ``(transactio
 position)`` and returns only rows of transactions older than every transaction still
 in progress (``pg_snapshot_xmin``): those can no longer be joined by anything earlier.
 A long-open transaction holds readers back, which shows as lag, never as a skipped event.
+Transaction ids are cluster-wide, so a transaction open in any database of the server
+holds readers back too.
 
 SQLite has one writer at a time, so position order is commit order there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from domain.events import Event
-from store.codec import EVENT_COLUMNS, event_from_row
+from store.codec import EVENT_COLUMNS, as_utc, event_from_row
 from store.schema import events
 
 
@@ -29,19 +34,53 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class RecordedEvent:
+    """One row of the log. ``event`` is decoded on first use, so a row that cannot be
+    decoded raises there, for its subscriber to park, not in the middle of a batch."""
+
     checkpoint: Checkpoint
-    event: Event
+    event_id: str
+    event_type: str
+    row: dict[str, Any] = field(repr=False, compare=False)
+
+    @cached_property
+    def event(self) -> Event:
+        return event_from_row(self.row)
 
 
-_POSTGRES_AFTER = text(
+@dataclass(frozen=True)
+class Backlog:
+    """What a subscriber at some checkpoint has not read yet, held-back rows included."""
+
+    events: int
+    oldest: datetime | None
+
+
+# The transaction id goes out as text (psycopg2 has no xid8 type) under another name:
+# ORDER BY would otherwise take the text alias and sort "10" before "9".
+_GAP_FREE_AFTER = text(
     f"""
-    SELECT transaction_id::text AS transaction_id, position, {", ".join(EVENT_COLUMNS)}
+    SELECT transaction_id::text AS txid, position, {", ".join(EVENT_COLUMNS)}
     FROM events
     WHERE (transaction_id, position) > (CAST(:transaction_id AS xid8), :position)
       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-    ORDER BY transaction_id, position
+    ORDER BY events.transaction_id, events.position
     LIMIT :limit
     """  # noqa: S608 - the interpolated names are this module's constant column list
+)
+
+_BACKLOG = text(
+    """
+    SELECT count(*) AS events, min(recorded_at) AS oldest
+    FROM events
+    WHERE (transaction_id, position) > (CAST(:transaction_id AS xid8), :position)
+    """
+)
+
+_HEAD = text(
+    """
+    SELECT transaction_id::text AS txid, position FROM events
+    ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1
+    """
 )
 
 
@@ -52,25 +91,48 @@ class GlobalLogReader:
     def read(self, after: Checkpoint, limit: int = 500) -> list[RecordedEvent]:
         """Up to ``limit`` events committed after ``after``, in commit order."""
         with self._engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                params = {
-                    "transaction_id": str(after.transaction_id),
-                    "position": after.position,
-                    "limit": limit,
-                }
-                rows = conn.execute(_POSTGRES_AFTER, params).mappings().all()
-            else:
-                query = (
-                    select(events.c.position, *(events.c[name] for name in EVENT_COLUMNS))
-                    .where(events.c.position > after.position)
-                    .order_by(events.c.position)
-                    .limit(limit)
-                )
-                rows = conn.execute(query).mappings().all()
+            return self.read_in(conn, after, limit)
+
+    def read_in(self, conn: Connection, after: Checkpoint, limit: int) -> list[RecordedEvent]:
+        """The same, inside the caller's transaction (a projection's, say)."""
+        if conn.dialect.name == "postgresql":
+            rows = conn.execute(_GAP_FREE_AFTER, _params(after, limit=limit)).mappings().all()
+        else:
+            query = (
+                select(events.c.position, *(events.c[name] for name in EVENT_COLUMNS))
+                .where(events.c.position > after.position)
+                .order_by(events.c.position)
+                .limit(limit)
+            )
+            rows = conn.execute(query).mappings().all()
         return [
             RecordedEvent(
-                Checkpoint(int(row.get("transaction_id") or 0), row["position"]),
-                event_from_row(row),
+                Checkpoint(int(row.get("txid") or 0), row["position"]),
+                str(row["event_id"]),
+                row["event_type"],
+                dict(row),
             )
             for row in rows
         ]
+
+    def backlog(self, conn: Connection, after: Checkpoint) -> Backlog:
+        if conn.dialect.name == "postgresql":
+            row = conn.execute(_BACKLOG, _params(after)).one()
+        else:
+            query = select(
+                func.count().label("events"), func.min(events.c.recorded_at).label("oldest")
+            ).where(events.c.position > after.position)
+            row = conn.execute(query).one()
+        return Backlog(int(row.events), as_utc(row.oldest) if row.oldest else None)
+
+    def head(self, conn: Connection) -> Checkpoint:
+        """The newest row's checkpoint, committed or held back alike."""
+        if conn.dialect.name == "postgresql":
+            row = conn.execute(_HEAD).first()
+            return Checkpoint(int(row.txid), row.position) if row else Checkpoint()
+        position = conn.execute(select(func.max(events.c.position))).scalar_one()
+        return Checkpoint(0, position or 0)
+
+
+def _params(after: Checkpoint, **extra: Any) -> dict[str, Any]:
+    return {"transaction_id": str(after.transaction_id), "position": after.position, **extra}

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis import Redis
 from sqlalchemy import Engine
 
 from domain.handler import CommandHandler, RetryPolicy
+from readmodels.order_history import OrderHistory
+from readmodels.runner import ProjectionRunner
+from readmodels.wake import WakeDebouncer
 from store.dead_letters import DeadLetterLog
 from store.engine import build_engine
 from store.event_store import SqlEventStore
@@ -25,6 +29,8 @@ class Services:
     handler: CommandHandler
     reader: GlobalLogReader
     dead_letters: DeadLetterLog
+    runner: ProjectionRunner
+    debouncer: WakeDebouncer
 
     def close(self) -> None:
         self.engine.dispose()
@@ -39,6 +45,28 @@ def bootstrap(settings: Settings | None = None) -> Services:
         retry=RetryPolicy(max_attempts=settings.conflict_attempts),
         snapshot_every=settings.snapshot_every,
     )
-    return Services(
-        settings, engine, store, handler, GlobalLogReader(engine), DeadLetterLog(engine)
+    reader = GlobalLogReader(engine)
+    runner = ProjectionRunner(
+        engine, reader, order_history(store), batch_size=settings.projection_batch
     )
+    return Services(
+        settings,
+        engine,
+        store,
+        handler,
+        reader,
+        DeadLetterLog(engine),
+        runner,
+        WakeDebouncer(_redis(settings.broker_url)),
+    )
+
+
+def order_history(store: SqlEventStore) -> OrderHistory:
+    return OrderHistory(lambda order_id, version: store.load(order_id, until_version=version))
+
+
+def _redis(broker_url: str) -> Redis | None:
+    """A client for the wake-up debounce when the broker is Redis (connects lazily)."""
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return None
+    return Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)

@@ -10,6 +10,7 @@ from commands.transport import (
     COMMANDS_QUEUE,
     HANDLE_COMMAND,
     PROJECTIONS_QUEUE,
+    SWEEP_PROJECTIONS,
     WAKE_PROJECTIONS,
     common_celery_config,
 )
@@ -45,6 +46,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_routes={
             HANDLE_COMMAND: {"queue": COMMANDS_QUEUE},
             WAKE_PROJECTIONS: {"queue": PROJECTIONS_QUEUE},
+            SWEEP_PROJECTIONS: {"queue": PROJECTIONS_QUEUE},
+        },
+        # The sweep catches up whatever a lost wake-up missed. A missed tick is harmless,
+        # so the schedule needs no file on disk.
+        beat_scheduler="celery.beat:Scheduler",
+        beat_schedule={
+            "sweep-projections": {
+                "task": SWEEP_PROJECTIONS,
+                "schedule": settings.sweep_interval,
+                "options": {"queue": PROJECTIONS_QUEUE, "expires": settings.sweep_interval},
+            }
         },
         # Messages that are not even readable as tasks are recorded, not just logged.
         worker_consumer="workers.consumer:RecordingConsumer",

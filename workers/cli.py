@@ -3,45 +3,24 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
-from sqlalchemy.exc import DBAPIError
 
 from commands import Command, Outcome
 from commands.client import CommandClient, OutcomeTimeout
 from commands.transport import COMMANDS_QUEUE, PROJECTIONS_QUEUE
-from store.migrate import current_revision, head_revision
+from domain.handler import load_order
+from readmodels.queries import show_order
 from store.migrate import migrate as apply_migrations
-from workers.bootstrap import Services, bootstrap
+from workers.bootstrap import Services
+from workers.cli_common import load_settings, open_services
+from workers.cli_readmodels import COMMANDS as READ_MODEL_COMMANDS
 from workers.cli_send import parse_command_id, send
-from workers.config import ConfigError, Settings
-from workers.demo import print_history, run_demo
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ConfigError as error:
-        raise click.UsageError(str(error)) from None
-
-
-@contextmanager
-def _services(*, migrated: bool = True) -> Iterator[Services]:
-    """The services, for one command; with ``migrated``, refuse an unmigrated database."""
-    services = bootstrap(_settings())
-    try:
-        if migrated and current_revision(services.engine) != head_revision():
-            raise click.ClickException(
-                "the database schema is missing or old: run `orders migrate` first"
-            )
-        yield services
-    except DBAPIError as error:
-        reason = " ".join(str(error.orig).split())
-        raise click.ClickException(f"database error: {reason}") from None
-    finally:
-        services.close()
+from workers.config import Settings
+from workers.demo import ORDER_ID, print_history, run_demo
 
 
 @click.group()
@@ -51,12 +30,14 @@ def cli() -> None:
 
 
 cli.add_command(send)
+for command in READ_MODEL_COMMANDS:
+    cli.add_command(command)
 
 
 @cli.command()
 def migrate() -> None:
     """Create or upgrade the database schema (safe to run again)."""
-    with _services(migrated=False) as services:
+    with open_services(migrated=False) as services:
         apply_migrations(services.engine)
     click.echo("database is up to date")
 
@@ -67,7 +48,7 @@ def migrate() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines for scripts.")
 def history(order_id: str, full: bool, as_json: bool) -> None:
     """Print the event history of ORDER_ID."""
-    with _services() as services:
+    with open_services() as services:
         events = services.store.load(order_id)
     if not events:
         raise click.ClickException(f"order {order_id} has no events")
@@ -91,7 +72,7 @@ def history(order_id: str, full: bool, as_json: bool) -> None:
 @click.argument("command_id", callback=parse_command_id)
 def status(command_id: str) -> None:
     """Print the recorded outcome of COMMAND_ID from the command log."""
-    with _services() as services:
+    with open_services() as services:
         outcome = services.store.find_outcome(command_id)
     if outcome is None:
         raise click.ClickException(f"no outcome is recorded for command {command_id} (yet)")
@@ -102,7 +83,7 @@ def status(command_id: str) -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 def dead_letters(limit: int) -> None:
     """Show the newest messages that could not be read as commands."""
-    with _services() as services:
+    with open_services() as services:
         letters = services.dead_letters.recent(limit)
     for letter in letters:
         click.echo(f"#{letter.id} {letter.recorded_at:%Y-%m-%d %H:%M:%S} {letter.source}")
@@ -121,8 +102,14 @@ def dead_letters(limit: int) -> None:
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--hostname", default=None, help="Node name, e.g. commands@%h.")
+@click.option("--beat", is_flag=True, help="Also run the periodic sweep (one per cluster).")
 def worker(
-    queues: str, concurrency: int | None, pool: str, loglevel: str, hostname: str | None
+    queues: str,
+    concurrency: int | None,
+    pool: str,
+    loglevel: str,
+    hostname: str | None,
+    beat: bool,
 ) -> None:
     """Run a Celery worker (the same as `celery -A workers.app worker`)."""
     known = {COMMANDS_QUEUE, PROJECTIONS_QUEUE}
@@ -130,7 +117,7 @@ def worker(
     unknown = sorted(set(chosen) - known)
     if not chosen or unknown:
         raise click.BadParameter(f"choose from {sorted(known)}, got {unknown}", param_hint="queues")
-    _settings()  # fail with a clear message before Celery starts
+    load_settings()  # fail with a clear message before Celery starts
     from workers.app import app
 
     argv = ["worker", f"--queues={','.join(chosen)}", f"--pool={pool}", f"--loglevel={loglevel}"]
@@ -138,13 +125,25 @@ def worker(
         argv.append(f"--concurrency={concurrency}")
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if beat:
+        argv.append("--beat")
     app.worker_main(argv)
+
+
+@cli.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run the scheduler that sends the periodic projection sweep (run exactly one)."""
+    load_settings()
+    from workers.app import app
+
+    app.start(["beat", f"--loglevel={loglevel}"])
 
 
 @cli.command()
 def config() -> None:
     """Show the configuration in effect and the variables that set it."""
-    for variable, value, meaning in _settings().describe():
+    for variable, value, meaning in load_settings().describe():
         click.echo(f"{variable:<26} {value:<40} {meaning}")
 
 
@@ -156,8 +155,8 @@ def demo(timeout: float) -> None:
     Embedded (no ORDERS_BROKER_URL): an in-process worker on Celery's in-memory
     transport. With a Redis broker: enqueue for separately started `orders worker`s.
     """
-    settings = _settings()
-    with _services(migrated=False) as services:
+    settings = load_settings()
+    with open_services(migrated=False) as services:
         apply_migrations(services.engine)
         with _pipeline(settings) as client:
 
@@ -169,6 +168,28 @@ def demo(timeout: float) -> None:
                     raise click.ClickException(f"{late}{hint}") from None
 
             run_demo(send_and_wait, services.store.load)
+        _show_read_model(services, timeout)
+
+
+def _show_read_model(services: Services, timeout: float) -> None:
+    """The dashboards' view of order-001 beside the Order rebuilt from its events."""
+    deadline = time.monotonic() + timeout
+    # Projection workers may be at it too; running here as well is safe (one at a time).
+    while any(result.state == "busy" for result in services.runner.run_all()):
+        if time.monotonic() > deadline:
+            raise click.ClickException("the read models did not catch up in time")
+        time.sleep(0.05)
+    with services.engine.connect() as conn:
+        view = show_order(conn, ORDER_ID)
+    if view is None:
+        raise click.ClickException(f"{ORDER_ID} is missing from the read model")
+    click.echo("\n=== Read Model ===")
+    click.echo(
+        f"order_summary: id={view['order_id']}, customer={view['customer_id']}, "
+        f"items={view['item_count']}, units={view['units']}, total=${view['total']:.2f}, "
+        f"status={view['status']}, version={view['version']}"
+    )
+    click.echo(f"events:        {load_order(services.store, ORDER_ID)}")
 
 
 @contextmanager

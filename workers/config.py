@@ -142,6 +142,18 @@ class Settings:
         "times a command is retried while the database is unreachable, then it fails",
         default=5,
     )
+    sweep_interval: float = _env(
+        "ORDERS_SWEEP_INTERVAL",
+        _number(0.5),
+        "seconds between sweeps that bring every read model up to date (beat)",
+        default=10.0,
+    )
+    projection_batch: int = _env(
+        "ORDERS_PROJECTION_BATCH",
+        _integer(1),
+        "events a projection applies per transaction",
+        default=500,
+    )
     db_retry_delay: float = _env(
         "ORDERS_DB_RETRY_DELAY",
         _number(0.0),

@@ -15,7 +15,12 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from commands import Outcome
 from commands.envelope import InvalidEnvelope, decode
-from commands.transport import HANDLE_COMMAND, PROJECTIONS_QUEUE, WAKE_PROJECTIONS
+from commands.transport import (
+    HANDLE_COMMAND,
+    PROJECTIONS_QUEUE,
+    SWEEP_PROJECTIONS,
+    WAKE_PROJECTIONS,
+)
 from workers import runtime
 from workers.bootstrap import Services
 from workers.poison import reject_invalid
@@ -25,6 +30,8 @@ log = logging.getLogger(__name__)
 # Errors that mean "the database is not reachable now", worth waiting out.
 DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
 MAX_RETRY_DELAY = 30.0
+BUSY_RETRY_DELAY = 0.2
+BUSY_RETRIES = 25
 
 
 def handle_command(task: Task, envelope: Any) -> dict[str, Any]:
@@ -34,12 +41,28 @@ def handle_command(task: Task, envelope: Any) -> dict[str, Any]:
     except DATABASE_UNREACHABLE as unreachable:
         return _retry_or_fail(task, services, unreachable).to_dict()
     if outcome.accepted:
-        _wake_projections(task.app)
+        _wake_projections(task.app, services)
     return outcome.to_dict()
 
 
 def wake_projections(task: Task) -> None:
-    """Bring the read models up to the log's head (built by the read-model issue)."""
+    """Bring every read model up to the log's head (reading the log, not the message)."""
+    services = runtime.services()
+    services.debouncer.release()
+    try:
+        results = services.runner.run_all()
+    except DATABASE_UNREACHABLE as unreachable:
+        # The sweep would catch up too; retrying keeps the models fresh sooner.
+        raise task.retry(exc=unreachable, countdown=1.0, max_retries=5) from unreachable
+    if any(result.state == "busy" for result in results):
+        # Another run holds a projection and may have read the log before our command
+        # committed: look again once it is done, rather than wait for the sweep.
+        raise task.retry(countdown=BUSY_RETRY_DELAY, max_retries=BUSY_RETRIES)
+
+
+def sweep_projections(task: Task) -> None:
+    """The periodic catch-up (beat): whatever a lost wake-up missed."""
+    runtime.services().runner.run_all()
 
 
 def _decide(services: Services, envelope: Any) -> Outcome:
@@ -82,9 +105,11 @@ def _retry_or_fail(task: Task, services: Services, error: Exception) -> Outcome:
     )
 
 
-def _wake_projections(app: Celery) -> None:
+def _wake_projections(app: Celery, services: Services) -> None:
     # The events are committed; a lost wake-up only delays the read models until the
     # next one or the periodic sweep, so a broker hiccup here must not fail the command.
+    if not services.debouncer.claim():
+        return  # a wake-up is pending and has not read the log yet: it will see ours
     try:
         app.send_task(WAKE_PROJECTIONS, queue=PROJECTIONS_QUEUE, ignore_result=True)
     except Exception:
@@ -94,3 +119,4 @@ def _wake_projections(app: Celery) -> None:
 def register(app: Celery) -> None:
     app.task(name=HANDLE_COMMAND, bind=True, shared=False)(handle_command)
     app.task(name=WAKE_PROJECTIONS, bind=True, ignore_result=True, shared=False)(wake_projections)
+    app.task(name=SWEEP_PROJECTIONS, bind=True, ignore_result=True, shared=False)(sweep_projections)

@@ -24,6 +24,10 @@ Version    Event Type           Data
 2          ItemAdded            {'item_id': 'apple', ...}
 3          ItemAdded            {'item_id': 'banana', ...}
 4          OrderPaid            {'payment_method': 'credit_card', ...}
+
+=== Read Model ===
+order_summary: id=order-001, customer=customer-123, items=2, units=5, total=$6.00, status=paid, version=4
+events:        Order(id=order-001, customer=customer-123, items=2, total=$6.00, status=paid, version=4)
 """
 
 

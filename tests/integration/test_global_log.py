@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -236,7 +237,7 @@ def test_a_transaction_open_across_a_later_commit_is_not_skipped(pg: Engine) -> 
 
 
 def unguarded_query() -> str:
-    guarded = global_log._POSTGRES_AFTER.text
+    guarded = global_log._GAP_FREE_AFTER.text
     kept = [line for line in guarded.splitlines() if "pg_snapshot_xmin" not in line]
     unguarded = "\n".join(kept)
     assert unguarded != guarded, "the xmin guard is no longer where this test expects it"
@@ -248,7 +249,7 @@ def test_without_the_xmin_guard_the_late_commit_would_be_skipped(
 ) -> None:
     """Proof that the test above guards the guard: the same run on a reader whose query
     lacks ``transaction_id < pg_snapshot_xmin(...)`` hands B out early and loses A."""
-    monkeypatch.setattr(global_log, "_POSTGRES_AFTER", text(unguarded_query()))
+    monkeypatch.setattr(global_log, "_GAP_FREE_AFTER", text(unguarded_query()))
 
     run = interleave(pg, GlobalLogReader(pg), settle=1)
 
@@ -281,3 +282,37 @@ def test_interleaved_transactions_each_come_out_contiguous(pg: Engine) -> None:
     assert positions != sorted(positions)  # commit order is not position order here
     assert len({r.checkpoint.transaction_id for r in recorded[:3]}) == 1
     assert len({r.checkpoint.transaction_id for r in recorded[3:]}) == 1
+
+
+def test_transaction_ids_are_ordered_as_numbers_not_as_text(pg: Engine) -> None:
+    """Regression: the reader returned the id as text under the column's own name, and
+    ORDER BY took the text alias, so transaction 10 sorted before 9 and a checkpoint at
+    9 handed transaction 10's event out a second time."""
+    first, second = created("order-9"), created("order-10")
+    with pg.begin() as conn:
+        for transaction_id, event in ((9, first), (10, second)):
+            row = {**event_to_row(event), "transaction_id": transaction_id}
+            conn.execute(
+                text(
+                    "INSERT INTO events (event_id, aggregate_type, aggregate_id, version, "
+                    "event_type, schema_version, data, metadata, recorded_at, transaction_id) "
+                    "VALUES (:event_id, :aggregate_type, :aggregate_id, :version, :event_type, "
+                    ":schema_version, CAST(:data AS jsonb), CAST(:metadata AS jsonb), "
+                    ":recorded_at, CAST(:transaction_id AS xid8))"
+                ),
+                {
+                    **row,
+                    "data": json.dumps(row["data"]),
+                    "metadata": json.dumps(row["metadata"]),
+                    "transaction_id": str(transaction_id),
+                },
+            )
+    reader = GlobalLogReader(pg)
+
+    everything = reader.read(Checkpoint())
+    after_nine = reader.read(everything[0].checkpoint)
+
+    assert [r.checkpoint.transaction_id for r in everything] == [9, 10]
+    assert [r.event_id for r in after_nine] == [second.event_id]
+    with pg.connect() as conn:
+        assert reader.head(conn).transaction_id == 10

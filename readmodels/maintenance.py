@@ -1,0 +1,206 @@
+"""Operating the read models: status, rebuild and verify."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, Table, select
+
+from readmodels.apply import Failure, apply_batch
+from readmodels.checkpoints import (
+    hold_lock,
+    parked_count,
+    read_state,
+    release_lock,
+    save_state,
+    unpark,
+)
+from readmodels.order_history import OrderHistory
+from readmodels.projection import Key, Projection, Row
+from readmodels.rows import MemoryRows, TableRows
+from store.codec import as_utc
+from store.engine import WRITE
+from store.global_log import Checkpoint, GlobalLogReader
+
+REBUILD_BATCH = 2_000
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    checkpoint: Checkpoint
+    head: Checkpoint
+    lag_events: int
+    lag_seconds: float
+    stuck: bool
+    error: str | None
+    parked: int
+
+
+def status(
+    engine: Engine, reader: GlobalLogReader, projections: Iterable[Projection]
+) -> list[ProjectionStatus]:
+    now = datetime.now(UTC)
+    report = []
+    with engine.connect() as conn:
+        head = reader.head(conn)
+        for projection in projections:
+            state = read_state(conn, projection.name)
+            backlog = reader.backlog(conn, state.checkpoint)
+            lag = (now - backlog.oldest).total_seconds() if backlog.oldest else 0.0
+            report.append(
+                ProjectionStatus(
+                    projection.name,
+                    state.checkpoint,
+                    head,
+                    backlog.events,
+                    max(lag, 0.0),
+                    state.stuck,
+                    state.error,
+                    parked_count(conn, projection.name),
+                )
+            )
+    return report
+
+
+class RebuildFailed(RuntimeError):
+    def __init__(self, name: str, failure: Failure) -> None:
+        super().__init__(
+            f"rebuilding {name} stopped at event {failure.recorded.event_id}: "
+            f"{failure.describe()}; the live table is unchanged"
+        )
+
+
+def rebuild(
+    engine: Engine,
+    reader: GlobalLogReader,
+    history: OrderHistory,
+    projection: Projection,
+    progress: Callable[[int], None] = lambda _: None,
+) -> Checkpoint:
+    """Build the projection from the whole log into a new table, then swap it in.
+
+    The swap is one transaction that replaces the live rows and moves the checkpoint:
+    a query sees the old model or the new one, never a partial one. The projection's
+    lock is held throughout, so its incremental runner waits instead of racing.
+    """
+    writer = engine.execution_options(**WRITE)
+    shadow = _shadow(projection.table)
+    building = replace(projection, table=shadow)
+    with engine.connect() as lock:
+        hold_lock(lock, projection.name)
+        lock.commit()
+        try:
+            with writer.begin() as conn:
+                shadow.drop(conn, checkfirst=True)
+                shadow.create(conn)
+            checkpoint = Checkpoint()
+            while True:
+                with writer.begin() as conn:
+                    batch = reader.read_in(conn, checkpoint, REBUILD_BATCH)
+                    if not batch:
+                        break
+                    rows = TableRows(conn, shadow)
+                    _, failure = apply_batch(building, batch, history, rows)
+                    if failure is not None:
+                        raise RebuildFailed(projection.name, failure)
+                    rows.flush()
+                checkpoint = batch[-1].checkpoint
+                progress(len(batch))
+            with writer.begin() as conn:
+                conn.execute(projection.table.delete())
+                columns = [column.name for column in projection.table.columns]
+                conn.execute(projection.table.insert().from_select(columns, select(shadow)))
+                unpark(conn, projection.name)
+                save_state(conn, projection.name, checkpoint)
+                shadow.drop(conn)
+            return checkpoint
+        finally:
+            with writer.begin() as conn:
+                shadow.drop(conn, checkfirst=True)
+            release_lock(lock, projection.name)
+            lock.commit()
+
+
+def _shadow(table: Table) -> Table:
+    shadow = table.to_metadata(MetaData(), name=f"{table.name}__rebuild")
+    # Index names are unique per schema; the shadow only needs its primary key.
+    shadow.indexes.clear()
+    return shadow
+
+
+@dataclass(frozen=True)
+class Difference:
+    projection: str
+    key: Key
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.projection} {self.key!r}: {self.problem}"
+
+
+def verify(
+    engine: Engine,
+    reader: GlobalLogReader,
+    history: OrderHistory,
+    projections: Iterable[Projection],
+) -> list[Difference]:
+    """Recompute every model from the event store and compare it with its table.
+
+    Everything is read in one snapshot, and each model is recomputed up to its own
+    checkpoint, so a projection that is merely behind is not reported as wrong.
+    """
+    projections = list(projections)
+    differences: list[Difference] = []
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            states = {p.name: read_state(conn, p.name) for p in projections}
+            expected = {p.name: MemoryRows() for p in projections}
+            last = max((state.checkpoint for state in states.values()), default=Checkpoint())
+            checkpoint = Checkpoint()
+            while checkpoint < last:
+                batch = reader.read_in(conn, checkpoint, REBUILD_BATCH)
+                if not batch:
+                    break
+                for projection in projections:
+                    upto = states[projection.name].checkpoint
+                    mine = [recorded for recorded in batch if recorded.checkpoint <= upto]
+                    _, failure = apply_batch(projection, mine, history, expected[projection.name])
+                    if failure is not None:
+                        raise RebuildFailed(projection.name, failure)
+                checkpoint = batch[-1].checkpoint
+            for projection in projections:
+                rows = conn.execute(select(projection.table)).mappings()
+                actual = {projection.key_of(dict(row)): dict(row) for row in rows}
+                differences += _compare(
+                    projection.name, expected[projection.name].existing(), actual
+                )
+    return differences
+
+
+def _compare(name: str, expected: Mapping[Key, Row], actual: Mapping[Key, Row]) -> list[Difference]:
+    found = []
+    for key in sorted(expected.keys() - actual.keys(), key=repr):
+        found.append(Difference(name, key, "missing from the table"))
+    for key in sorted(actual.keys() - expected.keys(), key=repr):
+        found.append(Difference(name, key, "in the table but not in the events"))
+    for key in sorted(expected.keys() & actual.keys(), key=repr):
+        for column, want in expected[key].items():
+            have = actual[key].get(column)
+            if _normal(want) != _normal(have):
+                found.append(Difference(name, key, f"{column} is {have!r}, events say {want!r}"))
+    return found
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return as_utc(value)
+    if isinstance(value, Decimal):
+        return value.quantize(Decimal("0.01"))
+    return value

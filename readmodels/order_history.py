@@ -1,0 +1,41 @@
+"""The Order as it was right after a given event, for projections to read.
+
+Events arrive in commit order, so the state before an event is usually the one the
+previous event of the same order left, still in the cache; on a miss (the first event
+of a run, or an eviction) the order's earlier events are loaded and folded.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from domain.events import Event
+from domain.order import Order, evolve, fold
+
+LoadUntil = Callable[[str, int], list[Event]]
+
+
+class OrderHistory:
+    def __init__(self, load_until: LoadUntil, capacity: int = 50_000) -> None:
+        self._load_until = load_until
+        self._capacity = capacity
+        self._states: OrderedDict[tuple[str, int], Order] = OrderedDict()
+
+    def after(self, event: Event) -> Order:
+        key = (event.aggregate_id, event.version)
+        order = self._states.get(key)
+        if order is None:
+            before = self._states.get((event.aggregate_id, event.version - 1))
+            if before is None:
+                earlier = self._load_until(event.aggregate_id, event.version - 1)
+                before = fold(Order(event.aggregate_id), earlier)
+            order = evolve(before, event)
+            self._remember(key, order)
+        return order
+
+    def _remember(self, key: tuple[str, int], order: Order) -> None:
+        self._states[key] = order
+        self._states.move_to_end(key)
+        while len(self._states) > self._capacity:
+            self._states.popitem(last=False)

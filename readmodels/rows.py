@@ -1,0 +1,77 @@
+"""The rows a batch of events touches: read once, changed in memory, written back once.
+
+``TableRows`` works on a database table inside the runner's transaction; ``MemoryRows``
+holds a model in memory, for ``verify`` to compare against the tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Table, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from readmodels.projection import Key, Row
+
+
+class MemoryRows:
+    def __init__(self) -> None:
+        self.rows: dict[Key, Row | None] = {}
+
+    def fetch(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            self.rows.setdefault(key, None)
+
+    def get(self, key: Key) -> Row | None:
+        return self.rows.get(key)
+
+    def put(self, key: Key, row: Row | None) -> None:
+        self.rows[key] = row
+
+    def existing(self) -> dict[Key, Row]:
+        return {key: row for key, row in self.rows.items() if row is not None}
+
+
+class TableRows(MemoryRows):
+    def __init__(self, conn: Connection, table: Table) -> None:
+        super().__init__()
+        self._conn = conn
+        self._table = table
+        self._key_columns = list(table.primary_key.columns)
+        self._changed: set[Key] = set()
+
+    def fetch(self, keys: Iterable[Key]) -> None:
+        missing = {key for key in keys if key not in self.rows}
+        if not missing:
+            return
+        key = tuple_(*self._key_columns)
+        result = self._conn.execute(self._table.select().where(key.in_(list(missing))))
+        for row in result.mappings():
+            found = dict(row)
+            self.rows[tuple(found[c.name] for c in self._key_columns)] = found
+        for absent in missing - self.rows.keys():
+            self.rows[absent] = None
+
+    def put(self, key: Key, row: Row | None) -> None:
+        super().put(key, row)
+        self._changed.add(key)
+
+    def flush(self) -> None:
+        """Write every changed row: upserts for new values, deletes for ``None``."""
+        deleted = [key for key in self._changed if self.rows[key] is None]
+        upserted = [row for key in self._changed if (row := self.rows[key]) is not None]
+        if deleted:
+            key = tuple_(*self._key_columns)
+            self._conn.execute(self._table.delete().where(key.in_(deleted)))
+        if upserted:
+            self._conn.execute(_upsert(self._conn, self._table), upserted)
+        self._changed.clear()
+
+
+def _upsert(conn: Connection, table: Table) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(table)
+    keys = [column.name for column in table.primary_key.columns]
+    values = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in keys}
+    return insert.on_conflict_do_update(index_elements=keys, set_=values)
