@@ -25,6 +25,7 @@ class WorkerProcess:
         concurrency: int = 2,
         pool: str = "prefork",
         name: str = "e2e",
+        beat: bool = False,
     ) -> None:
         argv = [
             sys.executable,
@@ -40,6 +41,7 @@ class WorkerProcess:
             "--loglevel=INFO",
             "--without-gossip",
             "--without-mingle",
+            *(["--beat"] if beat else []),
         ]
         self.lines: list[str] = []
         self._ready = threading.Event()
