@@ -33,7 +33,7 @@ def our_services() -> dict[str, dict[str, Any]]:
 
 
 def test_every_role_runs_our_image() -> None:
-    assert set(our_services()) == {"migrate", "command-worker", "projection-worker"}
+    assert set(our_services()) == {"migrate", "command-worker", "projection-worker", "beat"}
 
 
 @pytest.mark.parametrize("name", sorted(our_services()))
