@@ -18,8 +18,8 @@ from domain.decide import decide
 from domain.errors import DomainError, DuplicateCommand, VersionConflict
 from domain.events import AGGREGATE_TYPE
 from domain.order import Order, fold
-from domain.ports import EventStore
-from domain.snapshots import restore, take_snapshot
+from domain.ports import EventStore, StreamState
+from domain.snapshots import SNAPSHOT_SCHEMA_VERSION, restore, take_snapshot
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,14 @@ def utc_now() -> datetime:
 
 def load_order(store: EventStore, order_id: str) -> Order:
     """The Order as of its newest event: newest usable snapshot plus the events after it."""
-    snapshot = store.load_snapshot(order_id)
-    order = (restore(snapshot) if snapshot else None) or Order(order_id)
-    return fold(order, store.load(order_id, after_version=order.version))
+    return _fold_stream(
+        order_id, store.load_stream(order_id, snapshot_schema=SNAPSHOT_SCHEMA_VERSION)
+    )
+
+
+def _fold_stream(order_id: str, stream: StreamState) -> Order:
+    order = (restore(stream.snapshot) if stream.snapshot else None) or Order(order_id)
+    return fold(order, stream.events)
 
 
 class CommandHandler:
@@ -71,9 +76,6 @@ class CommandHandler:
         self._rng = rng or random.Random()
 
     def handle(self, command: Command) -> Outcome:
-        recorded = self._store.find_outcome(command.command_id)
-        if recorded is not None:
-            return recorded
         conflict: VersionConflict | None = None
         for attempt in range(self._retry.max_attempts):
             if attempt:
@@ -89,7 +91,13 @@ class CommandHandler:
         return self._finish(command, "failed", conflict)
 
     def _attempt(self, command: Command) -> Outcome:
-        order = load_order(self._store, command.order_id)
+        # One read: a redelivered command finds its outcome here and writes nothing.
+        stream = self._store.load_stream(
+            command.order_id, snapshot_schema=SNAPSHOT_SCHEMA_VERSION, command_id=command.command_id
+        )
+        if stream.recorded is not None:
+            return stream.recorded
+        order = _fold_stream(command.order_id, stream)
         expected = command.expected_version
         if expected is not None and expected != order.version:
             stale = VersionConflict(f"{AGGREGATE_TYPE}-{order.order_id}", expected, order.version)
@@ -126,10 +134,12 @@ class CommandHandler:
         return self._store.record_outcome(command.command_type, outcome)
 
     def _recorded(self, command: Command) -> Outcome:
-        recorded = self._store.find_outcome(command.command_id)
-        if recorded is None:  # pragma: no cover - the store just said it exists
+        stream = self._store.load_stream(
+            command.order_id, snapshot_schema=SNAPSHOT_SCHEMA_VERSION, command_id=command.command_id
+        )
+        if stream.recorded is None:  # pragma: no cover - the store just said it exists
             raise RuntimeError(f"command {command.command_id} vanished from the command log")
-        return recorded
+        return stream.recorded
 
     def _snapshot_if_due(self, order: Order, previous_version: int) -> None:
         every = self._snapshot_every

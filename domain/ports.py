@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from commands import Outcome
@@ -10,14 +11,24 @@ from domain.events import Event
 from domain.snapshots import Snapshot
 
 
+@dataclass(frozen=True)
+class StreamState:
+    """All a decision needs, read in one go: the command's recorded outcome (if it was
+    handled before), the newest usable snapshot, and the events after it."""
+
+    recorded: Outcome | None
+    snapshot: Snapshot | None
+    events: list[Event]
+
+
 class EventStore(Protocol):
-    def load(self, aggregate_id: str, after_version: int = 0) -> list[Event]:
-        """The order's events with a version above ``after_version``, oldest first."""
+    def load_stream(
+        self, aggregate_id: str, *, snapshot_schema: int, command_id: str | None = None
+    ) -> StreamState:
+        """The stream from its newest snapshot of ``snapshot_schema`` (other snapshots are
+        ignored: the events are returned from the start), and the outcome recorded for
+        ``command_id``, if any."""
         ...
-
-    def latest_version(self, aggregate_id: str) -> int: ...
-
-    def load_snapshot(self, aggregate_id: str) -> Snapshot | None: ...
 
     def save_snapshot(self, snapshot: Snapshot) -> None: ...
 
@@ -42,5 +53,3 @@ class EventStore(Protocol):
         """Record the outcome of a command that appended nothing; returns what is recorded
         (an earlier outcome of the same command id wins)."""
         ...
-
-    def find_outcome(self, command_id: str) -> Outcome | None: ...

@@ -7,6 +7,7 @@ other gets ``VersionConflict``. Events and the command's outcome commit together
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,9 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from commands import Outcome
 from domain.errors import DuplicateCommand, VersionConflict
 from domain.events import AGGREGATE_TYPE, Event
+from domain.ports import StreamState
 from domain.snapshots import Snapshot
 from store.codec import EVENT_COLUMNS, event_from_row, event_to_row
 from store.engine import WRITE
+from store.postgres_sql import LOAD_STREAM, append_statement
 from store.schema import command_log, events, snapshots
 
 VERSION_CONSTRAINT = "events_stream_version_key"
@@ -30,6 +33,12 @@ class SqlEventStore:
     def __init__(self, engine: Engine, aggregate_type: str = AGGREGATE_TYPE) -> None:
         self._engine = engine
         self._writer = engine.execution_options(**WRITE)
+        self._postgres = engine.dialect.name == "postgresql"
+        # A read needs no transaction: on PostgreSQL that saves the BEGIN and the
+        # ROLLBACK the connection pool would otherwise send around every read.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
+        )
         self._aggregate_type = aggregate_type
 
     # -- reading -----------------------------------------------------------------------
@@ -38,6 +47,12 @@ class SqlEventStore:
         self, aggregate_id: str, after_version: int = 0, until_version: int | None = None
     ) -> list[Event]:
         """Events with ``after_version < version <= until_version``, oldest first."""
+        with self._reader.connect() as conn:
+            return self._load(conn, aggregate_id, after_version, until_version)
+
+    def _load(
+        self, conn: Connection, aggregate_id: str, after_version: int, until_version: int | None
+    ) -> list[Event]:
         query = (
             select(*(events.c[name] for name in EVENT_COLUMNS))
             .where(
@@ -49,29 +64,67 @@ class SqlEventStore:
         )
         if until_version is not None:
             query = query.where(events.c.version <= until_version)
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [event_from_row(row) for row in rows]
+        return [event_from_row(row) for row in conn.execute(query).mappings()]
+
+    def load_stream(
+        self, aggregate_id: str, *, snapshot_schema: int, command_id: str | None = None
+    ) -> StreamState:
+        with self._reader.connect() as conn:
+            if self._postgres:
+                return self._load_stream_at_once(conn, aggregate_id, snapshot_schema, command_id)
+            recorded = self._find_outcome(conn, command_id) if command_id else None
+            snapshot = self._snapshot(conn, aggregate_id)
+            if snapshot is not None and snapshot.schema_version != snapshot_schema:
+                snapshot = None
+            after = snapshot.version if snapshot else 0
+            return StreamState(recorded, snapshot, self._load(conn, aggregate_id, after, None))
+
+    def _load_stream_at_once(
+        self, conn: Connection, aggregate_id: str, snapshot_schema: int, command_id: str | None
+    ) -> StreamState:
+        params = {
+            "command_id": command_id,
+            "aggregate_type": self._aggregate_type,
+            "aggregate_id": aggregate_id,
+            "snapshot_schema": snapshot_schema,
+        }
+        recorded, snapshot, stream = None, None, []
+        for row in conn.execute(LOAD_STREAM, params).mappings():
+            if row["part"] == 0:
+                recorded = Outcome.from_dict(row["data"])
+            elif row["part"] == 1:
+                snapshot = Snapshot(
+                    aggregate_id, row["version"], row["schema_version"], row["data"]
+                )
+            else:
+                stream.append(event_from_row({**row, "aggregate_id": aggregate_id}))
+        return StreamState(recorded, snapshot, stream)
 
     def latest_version(self, aggregate_id: str) -> int:
         with self._engine.connect() as conn:
             return self._version(conn, aggregate_id)
 
     def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
+        with self._reader.connect() as conn:
+            return self._snapshot(conn, aggregate_id)
+
+    def _snapshot(self, conn: Connection, aggregate_id: str) -> Snapshot | None:
         query = select(snapshots.c.version, snapshots.c.schema_version, snapshots.c.state).where(
             snapshots.c.aggregate_type == self._aggregate_type,
             snapshots.c.aggregate_id == aggregate_id,
         )
-        with self._engine.connect() as conn:
-            row = conn.execute(query).first()
+        row = conn.execute(query).first()
         if row is None:
             return None
         return Snapshot(aggregate_id, row.version, row.schema_version, row.state)
 
     def find_outcome(self, command_id: str) -> Outcome | None:
+        with self._reader.connect() as conn:
+            return self._find_outcome(conn, command_id)
+
+    def _find_outcome(self, conn: Connection, command_id: str) -> Outcome | None:
         query = select(command_log.c.outcome).where(command_log.c.command_id == command_id)
-        with self._engine.connect() as conn:
-            stored = conn.execute(query).scalar_one_or_none()
+        stored = conn.execute(query).scalar_one_or_none()
         return None if stored is None else Outcome.from_dict(stored)
 
     # -- writing -----------------------------------------------------------------------
@@ -89,13 +142,18 @@ class SqlEventStore:
         _check_stream(aggregate_id, expected_version, events_to_append)
         try:
             with self._writer.begin() as conn:
-                if outcome is not None:
-                    self._record(conn, command_type or "", outcome)
-                actual = self._version(conn, aggregate_id)
-                if actual != expected_version:
-                    raise VersionConflict(self._stream(aggregate_id), expected_version, actual)
-                if rows:
-                    conn.execute(events.insert(), rows)
+                if self._postgres and rows:
+                    self._append_at_once(
+                        conn, aggregate_id, expected_version, rows, command_type, outcome
+                    )
+                else:
+                    if outcome is not None:
+                        self._record(conn, command_type or "", outcome)
+                    actual = self._version(conn, aggregate_id)
+                    if actual != expected_version:
+                        raise VersionConflict(self._stream(aggregate_id), expected_version, actual)
+                    if rows:
+                        conn.execute(events.insert(), rows)
         except IntegrityError as violation:
             if not _is_version_clash(violation):
                 raise  # a caller bug (say, a reused event id), not a race to retry
@@ -105,6 +163,43 @@ class SqlEventStore:
                 self._stream(aggregate_id), expected_version, actual
             ) from violation
         return expected_version + len(rows)
+
+    def _append_at_once(
+        self,
+        conn: Connection,
+        aggregate_id: str,
+        expected_version: int,
+        rows: list[dict[str, Any]],
+        command_type: str | None,
+        outcome: Outcome | None,
+    ) -> None:
+        params: dict[str, Any] = {
+            "aggregate_type": self._aggregate_type,
+            "aggregate_id": aggregate_id,
+            "expected_version": expected_version,
+        }
+        for index, row in enumerate(rows):
+            params[f"event_id_{index}"] = row["event_id"]
+            params[f"version_{index}"] = row["version"]
+            params[f"event_type_{index}"] = row["event_type"]
+            params[f"schema_version_{index}"] = row["schema_version"]
+            params[f"data_{index}"] = json.dumps(row["data"])
+            params[f"metadata_{index}"] = json.dumps(row["metadata"])
+            params[f"recorded_at_{index}"] = row["recorded_at"]
+        if outcome is not None:
+            params.update(
+                command_id=outcome.command_id,
+                command_type=command_type or "",
+                status=outcome.status,
+                outcome=json.dumps(outcome.to_dict()),
+                command_recorded_at=datetime.now(UTC),
+            )
+        statement = append_statement(len(rows), outcome is not None)
+        result = conn.execute(statement, params).one()
+        if outcome is not None and not result.recorded:
+            raise DuplicateCommand(outcome.command_id)
+        if result.actual != expected_version:
+            raise VersionConflict(self._stream(aggregate_id), expected_version, result.actual)
 
     def record_outcome(self, command_type: str, outcome: Outcome) -> Outcome:
         try:

@@ -21,6 +21,7 @@ from domain.decide import decide
 from domain.errors import DuplicateCommand, VersionConflict
 from domain.events import AGGREGATE_TYPE, Event
 from domain.order import Order, fold
+from domain.ports import StreamState
 from domain.snapshots import Snapshot
 
 
@@ -49,6 +50,16 @@ class FakeEventStore:
 
     def find_outcome(self, command_id: str) -> Outcome | None:
         return self.outcomes.get(command_id)
+
+    def load_stream(
+        self, aggregate_id: str, *, snapshot_schema: int, command_id: str | None = None
+    ) -> StreamState:
+        recorded = self.outcomes.get(command_id) if command_id else None
+        snapshot = self.snapshots.get(aggregate_id)
+        if snapshot is not None and snapshot.schema_version != snapshot_schema:
+            snapshot = None
+        after = snapshot.version if snapshot else 0
+        return StreamState(recorded, snapshot, self.load(aggregate_id, after_version=after))
 
     # -- writing -----------------------------------------------------------------------
 
