@@ -60,7 +60,8 @@ def wake_projections(task: Task) -> None:
     except DATABASE_UNREACHABLE as unreachable:
         # The sweep would catch up too; retrying keeps the models fresh sooner.
         raise task.retry(exc=unreachable, countdown=1.0, max_retries=5) from unreachable
-    if any(result.state == "held_back" for result in results):
+    held_back = any(result.state == "held_back" for result in results)
+    if held_back and task.request.retries < HELD_BACK_RETRIES:
         # Committed events wait behind an older transaction still open (another command's,
         # most likely, which will wake us itself; but it may be anyone's): look again
         # shortly rather than leave them to the sweep.

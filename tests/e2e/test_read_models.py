@@ -211,7 +211,8 @@ def count_rows(pg: Engine, table: str, order_id: str) -> int:
         )
 
 
-_WAKE_DONE = re.compile(r"Task orders\.wake_projections\[([0-9a-f-]{36})\] succeeded")
+# A wake-up that finds events held back asks to run again ("retry"); either way it ran.
+_WAKE_DONE = re.compile(r"Task orders\.wake_projections\[([0-9a-f-]{36})\] (?:succeeded|retry)")
 
 
 def wake_ups_done(workers: list[WorkerProcess]) -> set[str]:
@@ -523,6 +524,31 @@ def test_an_open_older_transaction_holds_projections_back_and_is_not_skipped(
     expected = assert_models_equal_the_fold(pg)
     assert expected["customer_stats"][("cust-late",)]["orders_created"] == 4
     print(f"\nopen transaction: caught up after the commit (nudges needed: {nudges})")
+
+
+def test_events_held_back_by_a_foreign_transaction_are_projected_once_it_ends(
+    start_worker: Callable[..., WorkerProcess],
+    client: CommandClient,
+    pg: Engine,
+    open_transaction: Callable[[], Any],
+) -> None:
+    """Regression: a transaction that only holds an id (anyone's, on any database of the
+    server) held a command's event back, its wake-up reported "caught up", and nothing
+    looked again before the sweep, or ever without beat. No beat runs here."""
+    start_worker(name="rm-foreign")
+    conn, transaction = open_transaction()
+    conn.execute(text("SELECT pg_current_xact_id()"))
+
+    accepted(client, CreateOrder("held-1", "cust-held"))
+    time.sleep(1)
+    assert summary_row(pg, "held-1") is None  # held back, as it must be
+    transaction.rollback()
+
+    wait_until(
+        lambda: summary_row(pg, "held-1") is not None,
+        "the held-back order is projected",
+        timeout=15,
+    )
 
 
 # -- 5. a poison event -------------------------------------------------------------------
