@@ -11,6 +11,7 @@ log in the database stays the durable record.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,11 @@ from commands.envelope import encode
 from commands.messages import Command
 from commands.outcome import Outcome
 from commands.transport import (
+    BROKER_URL_VARIABLE,
     COMMANDS_QUEUE,
+    DEFAULT_BROKER_URL,
     HANDLE_COMMAND,
+    RESULT_BACKEND_VARIABLE,
     Endpoints,
     common_celery_config,
 )
@@ -80,10 +84,11 @@ class CommandClient:
 
         ``app`` lets a process that already runs a worker (the embedded demo) share it.
         """
-        from_env = Endpoints.from_env()
+        # Only what was not given comes from the environment, so a bad variable cannot
+        # stop a client whose URLs are explicit.
         endpoints = Endpoints(
-            broker_url=broker_url or from_env.broker_url,
-            result_backend=result_backend or from_env.result_backend,
+            broker_url=broker_url or os.environ.get(BROKER_URL_VARIABLE) or DEFAULT_BROKER_URL,
+            result_backend=result_backend or os.environ.get(RESULT_BACKEND_VARIABLE) or None,
         )
         self._broker = endpoints.broker_url
         if app is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from commands.errors import InvalidCommand
 from commands.fields import command_id as check_command_id
+from commands.fields import shown
 from commands.messages import COMMAND_TYPES, Command
 
 ENVELOPE_SCHEMA = 1
@@ -70,26 +71,27 @@ def decode(envelope: Any) -> Command:
         )
     if command_id is None:
         raise InvalidEnvelope(
-            "command_id", f"must be a UUID, got {_shown(envelope.get('command_id'))}"
+            "command_id", f"must be a UUID, got {_repr(envelope.get('command_id'))}"
         )
     unknown = set(envelope) - _ENVELOPE_KEYS
     if unknown:
-        raise InvalidEnvelope("envelope", f"has unknown keys {_shown(sorted(unknown))}", command_id)
-    if envelope.get("schema") != ENVELOPE_SCHEMA:
+        raise InvalidEnvelope("envelope", f"has unknown keys {_repr(sorted(unknown))}", command_id)
+    # type(): True == 1 in Python, and a boolean is not a schema version.
+    if type(envelope.get("schema")) is not int or envelope.get("schema") != ENVELOPE_SCHEMA:
         schema = envelope.get("schema")
         raise InvalidEnvelope(
-            "schema", f"must be {ENVELOPE_SCHEMA}, got {_shown(schema)}", command_id
+            "schema", f"must be {ENVELOPE_SCHEMA}, got {_repr(schema)}", command_id
         )
     command_type = envelope.get("type")
     cls = COMMAND_TYPES.get(command_type) if isinstance(command_type, str) else None
     if cls is None:
-        raise InvalidEnvelope("type", f"unknown command type {_shown(command_type)}", command_id)
+        raise InvalidEnvelope("type", f"unknown command type {_repr(command_type)}", command_id)
     payload = envelope.get("payload")
     if not isinstance(payload, dict):
         raise InvalidEnvelope("payload", "must be a JSON object", command_id)
     expected = {spec.name for spec in fields(cls)} - _COMMON
     if set(payload) != expected:
-        missing, extra = sorted(expected - set(payload)), _shown(sorted(set(payload) - expected))
+        missing, extra = sorted(expected - set(payload)), _repr(sorted(set(payload) - expected))
         reason = f"{cls.command_type} needs {sorted(expected)}; missing {missing}, unknown {extra}"
         raise InvalidEnvelope("payload", reason, command_id)
     try:
@@ -114,7 +116,5 @@ def _jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, Decimal) else value
 
 
-def _shown(value: Any) -> str:
-    """A repr short enough for an error message, whatever a producer sent."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
+def _repr(value: Any) -> str:
+    return shown(repr(value), limit=60)

@@ -26,6 +26,13 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]*")
 _DECIMAL_TEXT = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,16})?")
 
 
+def shown(value: Any, limit: int = 40) -> str:
+    """A value short enough for an error message, whatever a producer sent."""
+    text = value if isinstance(value, str) and not isinstance(value, bool) else repr(value)
+    text = str(text)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _require_str(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidCommand(name, f"must be a string, got {type(value).__name__}")
@@ -72,7 +79,7 @@ def command_id(name: str, value: Any) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise InvalidCommand(name, f"must be a UUID, got {raw!r}") from None
+        raise InvalidCommand(name, f"must be a UUID, got {shown(raw)!r}") from None
 
 
 def quantity(name: str, value: Any) -> int:
@@ -80,7 +87,7 @@ def quantity(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidCommand(name, f"must be an integer, got {type(value).__name__}")
     if not 1 <= value <= MAX_QUANTITY:
-        raise InvalidCommand(name, f"must be between 1 and {MAX_QUANTITY}, got {value}")
+        raise InvalidCommand(name, f"must be between 1 and {MAX_QUANTITY}, got {shown(value)}")
     return value
 
 
@@ -92,21 +99,20 @@ def price(name: str, value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
         raise InvalidCommand(name, f"must be a decimal, got {type(value).__name__}")
     if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
-        shown = value if len(value) <= 32 else f"{value[:29]}..."
-        raise InvalidCommand(name, f"must be a decimal like '1.50', got {shown!r}")
+        raise InvalidCommand(name, f"must be a decimal like '1.50', got {shown(value)!r}")
     try:
         amount = Decimal(value)
     except (InvalidOperation, ValueError):
-        raise InvalidCommand(name, f"must be a decimal, got {value!r}") from None
+        raise InvalidCommand(name, f"must be a decimal, got {shown(value)!r}") from None
     if not amount.is_finite():
-        raise InvalidCommand(name, f"must be a finite number, got {value!r}")
+        raise InvalidCommand(name, f"must be a finite number, got {shown(value)!r}")
     if amount < 0:
-        raise InvalidCommand(name, f"must not be negative, got {amount}")
+        raise InvalidCommand(name, f"must not be negative, got {shown(amount)}")
     if amount > MAX_PRICE:
-        raise InvalidCommand(name, f"must be at most {MAX_PRICE}, got {amount}")
+        raise InvalidCommand(name, f"must be at most {MAX_PRICE}, got {shown(amount)}")
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2:
-        raise InvalidCommand(name, f"must have at most 2 decimal places, got {amount}")
+        raise InvalidCommand(name, f"must have at most 2 decimal places, got {shown(amount)}")
     # copy_abs: "-0.00" is zero, and must not reach an event as a negative price.
     return amount.quantize(CENT).copy_abs()
 
@@ -117,5 +123,5 @@ def expected_version(name: str, value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidCommand(name, f"must be an integer or null, got {type(value).__name__}")
     if not 0 <= value <= MAX_VERSION:
-        raise InvalidCommand(name, f"must be between 0 and {MAX_VERSION}, got {value}")
+        raise InvalidCommand(name, f"must be between 0 and {MAX_VERSION}, got {shown(value)}")
     return value

@@ -105,7 +105,11 @@ def revenue(conn: Connection, days: int = 30, today: date | None = None) -> list
     """Paid revenue per UTC day for the last ``days`` days, oldest first."""
     today = today or datetime.now(UTC).date()
     since = today - timedelta(days=max(days, 1) - 1)
-    query = select(revenue_daily).where(revenue_daily.c.day >= since).order_by(revenue_daily.c.day)
+    query = (
+        select(revenue_daily)
+        .where(revenue_daily.c.day >= since, revenue_daily.c.day <= today)
+        .order_by(revenue_daily.c.day)
+    )
     return [_plain_row(row) for row in conn.execute(query).mappings()]
 
 

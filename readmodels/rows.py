@@ -7,12 +7,14 @@ holds a model in memory, for ``verify`` to compare against the tables.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from readmodels.projection import Key, Row
+from store.codec import as_utc
 
 
 class MemoryRows:
@@ -48,7 +50,8 @@ class TableRows(MemoryRows):
         key = tuple_(*self._key_columns)
         result = self._conn.execute(self._table.select().where(key.in_(list(missing))))
         for row in result.mappings():
-            found = dict(row)
+            # SQLite hands datetimes back naive; projections compare them with events'.
+            found = {key: as_utc(v) if isinstance(v, datetime) else v for key, v in row.items()}
             self.rows[tuple(found[c.name] for c in self._key_columns)] = found
         for absent in missing - self.rows.keys():
             self.rows[absent] = None

@@ -10,11 +10,12 @@ cannot apply is parked and the projection stops, reported as stuck, until ``retr
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from readmodels.apply import apply_batch
 from readmodels.checkpoints import park, read_state, save_state, try_lock, unpark
@@ -22,12 +23,15 @@ from readmodels.order_history import OrderHistory
 from readmodels.projection import Projection
 from readmodels.projections import PROJECTIONS
 from readmodels.rows import TableRows
+from readmodels.wake import RerunRequests
 from store.engine import WRITE
-from store.global_log import GlobalLogReader
+from store.global_log import GlobalLogReader, RecordedEvent
 
 log = logging.getLogger(__name__)
 
-RunState = Literal["caught_up", "busy", "stuck"]
+RunState = Literal["caught_up", "held_back", "busy", "stuck", "failed"]
+# The database itself is unreachable: worth retrying the whole run, not parking anything.
+UNREACHABLE = (OperationalError, InterfaceError)
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,17 @@ class RunResult:
 
 
 class UnknownProjection(KeyError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no projection named {name!r}; known: {', '.join(sorted(PROJECTIONS))}")
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"no projection named {name!r}; known: {', '.join(sorted(known))}")
+
+
+class _RowsRefused(Exception):
+    """The database refused the rows a batch produced (a value out of range, say)."""
+
+    def __init__(self, first: RecordedEvent, error: DBAPIError) -> None:
+        super().__init__(str(error))
+        self.first = first
+        self.error = error
 
 
 class ProjectionRunner:
@@ -50,25 +63,50 @@ class ProjectionRunner:
         history: OrderHistory,
         projections: Mapping[str, Projection] = PROJECTIONS,
         batch_size: int = 500,
+        reruns: RerunRequests | None = None,
     ) -> None:
         self._writer = engine.execution_options(**WRITE)
         self._reader = reader
         self._history = history
         self._projections = projections
         self._batch_size = batch_size
+        self._reruns = reruns or RerunRequests(None)
 
     @property
     def names(self) -> list[str]:
         return list(self._projections)
 
     def run_all(self) -> list[RunResult]:
-        return [self.run(name) for name in self._projections]
+        """Run every projection; one that fails does not hold back the others."""
+        results = []
+        for name in self._projections:
+            try:
+                results.append(self.run(name))
+            except UNREACHABLE:
+                raise
+            except Exception:
+                log.exception("projection %s failed; it will be tried again", name)
+                results.append(RunResult(name, 0, "failed"))
+        return results
 
     def run(self, name: str) -> RunResult:
         projection = self.projection(name)
-        applied = 0
+        self._reruns.request(name)
+        applied, limit, holding = 0, self._batch_size, False
         while True:
-            state, count = self._run_batch(projection)
+            try:
+                state, count = self._run_batch(projection, limit, first=not holding)
+                holding = True
+                if state in ("caught_up", "held_back") and self._reruns.take(name):
+                    continue  # another run asked while this one held the lock
+            except _RowsRefused as refused:
+                if limit > 1:
+                    # Some event in the batch made rows the database refuses: go one
+                    # event at a time until that event is the batch, then park it.
+                    limit = 1
+                    continue
+                self._park_refused(projection, refused)
+                return RunResult(name, applied, "stuck")
             applied += count
             if state is not None:
                 return RunResult(name, applied, state)
@@ -84,23 +122,33 @@ class ProjectionRunner:
         try:
             return self._projections[name]
         except KeyError:
-            raise UnknownProjection(name) from None
+            raise UnknownProjection(name, self._projections) from None
 
-    def _run_batch(self, projection: Projection) -> tuple[RunState | None, int]:
+    def _run_batch(
+        self, projection: Projection, limit: int, *, first: bool
+    ) -> tuple[RunState | None, int]:
         """One transaction: lock, read, apply, write, move the checkpoint."""
         name = projection.name
         with self._writer.begin() as conn:
             if not try_lock(conn, name):
                 return "busy", 0
+            if first:
+                self._reruns.clear(name)  # this run reads everything committed from now on
             state = read_state(conn, name)
             if state.stuck:
                 return "stuck", 0
-            batch = self._reader.read_in(conn, state.checkpoint, self._batch_size)
+            batch = self._reader.read_in(conn, state.checkpoint, limit)
             if not batch:
-                return "caught_up", 0
+                # Nothing readable; committed events behind an older open transaction
+                # are held back, and whoever woke us should look again soon.
+                held = self._reader.holds_back(conn, state.checkpoint)
+                return ("held_back" if held else "caught_up"), 0
             rows = TableRows(conn, projection.table)
             applied, failure = apply_batch(projection, batch, self._history, rows)
-            rows.flush()
+            try:
+                rows.flush()
+            except (DataError, IntegrityError) as refused:
+                raise _RowsRefused(batch[0], refused) from refused
             checkpoint = batch[applied - 1].checkpoint if applied else state.checkpoint
             if failure is None:
                 save_state(conn, name, checkpoint)
@@ -110,3 +158,13 @@ class ProjectionRunner:
             save_state(conn, name, checkpoint, stuck=True, error=reason)
         log.error("projection %s parked event %s: %s", name, failure.recorded.event_id, reason)
         return "stuck", applied
+
+    def _park_refused(self, projection: Projection, refused: _RowsRefused) -> None:
+        reason = f"{type(refused.error.orig).__name__}: {refused.error.orig}".strip()
+        with self._writer.begin() as conn:
+            state = read_state(conn, projection.name)
+            park(conn, projection.name, refused.first, reason)
+            save_state(conn, projection.name, state.checkpoint, stuck=True, error=reason)
+        log.error(
+            "projection %s parked event %s: %s", projection.name, refused.first.event_id, reason
+        )

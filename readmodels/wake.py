@@ -22,6 +22,10 @@ class RedisLike(Protocol):
     def delete(self, *names: str) -> object: ...
 
 
+class RedisWithGet(RedisLike, Protocol):
+    def getdel(self, name: str) -> object: ...
+
+
 class WakeDebouncer:
     def __init__(self, redis: RedisLike | None, expiry_ms: int = 5_000) -> None:
         """``redis`` None (the embedded mode) sends every wake-up."""
@@ -48,3 +52,39 @@ class WakeDebouncer:
             self._redis.delete(WAKE_KEY)
         except Exception:
             log.warning("could not clear the wake-up key; it expires on its own", exc_info=True)
+
+
+RERUN_KEY = "orders:projections:rerun:{}"
+
+
+class RerunRequests:
+    """Hand-over between runs of one projection, instead of retrying when it is busy.
+
+    A run asks first (``request``) and then tries the projection's lock. The run that
+    holds the lock cleared the request when it took the lock, and looks again after it
+    let go (``take``): a request made meanwhile means a commit it may not have read, so it
+    runs once more. A request made after that look finds the lock free and runs itself.
+    """
+
+    def __init__(self, redis: RedisWithGet | None, expiry_ms: int = 60_000) -> None:
+        self._redis = redis
+        self._expiry_ms = expiry_ms
+
+    def request(self, name: str) -> None:
+        self._call("set", RERUN_KEY.format(name), "1", px=self._expiry_ms)
+
+    def clear(self, name: str) -> None:
+        self._call("delete", RERUN_KEY.format(name))
+
+    def take(self, name: str) -> bool:
+        return bool(self._call("getdel", RERUN_KEY.format(name)))
+
+    def _call(self, method: str, *args: object, **kwargs: object) -> object:
+        if self._redis is None:
+            return None
+        try:
+            return getattr(self._redis, method)(*args, **kwargs)
+        except Exception:
+            # Without the hand-over a run may end early; the sweep still catches up.
+            log.warning("projection re-run request failed (%s)", method, exc_info=True)
+            return None

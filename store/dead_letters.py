@@ -30,10 +30,11 @@ class DeadLetterLog:
 
     def record(self, source: str, reason: str, body: str) -> None:
         # A body past the limit is cut, not refused: losing the record would be worse.
+        # PostgreSQL text cannot hold NUL, which a pickle or a broken body may carry.
         row = {
-            "source": source[:64],
-            "reason": reason,
-            "body": body[:MAX_BODY_CHARS],
+            "source": _printable(source)[:64],
+            "reason": _printable(reason),
+            "body": _printable(body[:MAX_BODY_CHARS]),
             "recorded_at": datetime.now(UTC),
         }
         with self._writer.begin() as conn:
@@ -47,3 +48,7 @@ class DeadLetterLog:
             DeadLetter(row.id, row.source, row.reason, row.body, as_utc(row.recorded_at))
             for row in rows
         ]
+
+
+def _printable(text: str) -> str:
+    return text.replace("\x00", "\\x00")

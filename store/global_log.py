@@ -76,6 +76,13 @@ _BACKLOG = text(
     """
 )
 
+_ANY_AFTER = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM events
+                    WHERE (transaction_id, position) > (CAST(:transaction_id AS xid8), :position))
+    """
+)
+
 _HEAD = text(
     """
     SELECT transaction_id::text AS txid, position FROM events
@@ -114,6 +121,13 @@ class GlobalLogReader:
             )
             for row in rows
         ]
+
+    def holds_back(self, conn: Connection, after: Checkpoint) -> bool:
+        """Whether rows after ``after`` exist that ``read`` does not return yet (their
+        transactions, or older ones, are still open). Never on SQLite."""
+        if conn.dialect.name != "postgresql":
+            return False
+        return bool(conn.execute(_ANY_AFTER, _params(after)).scalar_one())
 
     def backlog(self, conn: Connection, after: Checkpoint) -> Backlog:
         if conn.dialect.name == "postgresql":

@@ -12,16 +12,17 @@ CENT = Decimal("0.01")
 
 
 class Money(TypeDecorator[Decimal]):
-    """Exact money: NUMERIC(14, 2) on PostgreSQL, integer cents on SQLite (which has no
-    exact decimal type)."""
+    """Exact money: NUMERIC(20, 2) on PostgreSQL, integer cents on SQLite (which has no
+    exact decimal type). Twenty digits: an order may have any number of lines of up to
+    10,000 x 1,000,000, and a customer's lifetime value sums many orders."""
 
-    impl = Numeric(14, 2)
+    impl = Numeric(20, 2)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(BigInteger())
-        return dialect.type_descriptor(Numeric(14, 2, asdecimal=True))
+        return dialect.type_descriptor(Numeric(20, 2, asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None or dialect.name != "sqlite":

@@ -20,7 +20,19 @@ from sqlalchemy.exc import OperationalError
 from store import build_engine, migrate
 
 DEFAULT_TEST_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:5432/orders_test"
-TABLES = ("events", "snapshots", "command_log", "dead_letters")
+TABLES = (
+    "events",
+    "snapshots",
+    "command_log",
+    "dead_letters",
+    "order_summary",
+    "order_lines",
+    "customer_stats",
+    "product_sales",
+    "revenue_daily",
+    "projection_checkpoints",
+    "parked_events",
+)
 
 
 def services_required() -> bool:

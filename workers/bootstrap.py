@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from domain.handler import CommandHandler, RetryPolicy
 from readmodels.order_history import OrderHistory
 from readmodels.runner import ProjectionRunner
-from readmodels.wake import WakeDebouncer
+from readmodels.wake import RerunRequests, WakeDebouncer
 from store.dead_letters import DeadLetterLog
 from store.engine import build_engine
 from store.event_store import SqlEventStore
@@ -46,8 +46,13 @@ def bootstrap(settings: Settings | None = None) -> Services:
         snapshot_every=settings.snapshot_every,
     )
     reader = GlobalLogReader(engine)
+    redis = _redis(settings.broker_url)
     runner = ProjectionRunner(
-        engine, reader, order_history(store), batch_size=settings.projection_batch
+        engine,
+        reader,
+        order_history(store),
+        batch_size=settings.projection_batch,
+        reruns=RerunRequests(redis),
     )
     return Services(
         settings,
@@ -57,7 +62,7 @@ def bootstrap(settings: Settings | None = None) -> Services:
         reader,
         DeadLetterLog(engine),
         runner,
-        WakeDebouncer(_redis(settings.broker_url)),
+        WakeDebouncer(redis),
     )
 
 

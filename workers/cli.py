@@ -175,7 +175,7 @@ def _show_read_model(services: Services, timeout: float) -> None:
     """The dashboards' view of order-001 beside the Order rebuilt from its events."""
     deadline = time.monotonic() + timeout
     # Projection workers may be at it too; running here as well is safe (one at a time).
-    while any(result.state == "busy" for result in services.runner.run_all()):
+    while any(result.state in ("busy", "held_back") for result in services.runner.run_all()):
         if time.monotonic() > deadline:
             raise click.ClickException("the read models did not catch up in time")
         time.sleep(0.05)

@@ -6,11 +6,12 @@ transport with an in-process worker. Production sets the database and broker URL
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -62,7 +63,9 @@ def _number(minimum: float) -> Parse:
             value = float(raw)
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-        if not value >= minimum:  # also refuses NaN
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+        if value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {raw}")
         return value
 
@@ -194,9 +197,21 @@ class Settings:
 
 
 def _redact(value: object) -> str:
-    """The value with any password in a URL hidden, so it can be printed."""
+    """The value with any password in a URL hidden, so it can be printed: in the user
+    part, and in query parameters such as ``?password=``, which drivers honour too."""
     parts = urlsplit(str(value))
-    if parts.password is None:
+    if not parts.scheme:
         return str(value)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = urlencode(
+        [
+            (key, "***" if "pass" in key.lower() or "secret" in key.lower() else item)
+            for key, item in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return str(value)  # untouched: urlunsplit would drop the '//' of sqlite:///file
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -19,12 +19,16 @@ from workers.bootstrap import Services
 log = logging.getLogger(__name__)
 
 
-def reject_invalid(services: Services, envelope: Any, error: InvalidEnvelope) -> Outcome:
+def reject_invalid(
+    services: Services, envelope: Any, error: InvalidEnvelope, task_id: str | None
+) -> Outcome:
     reason = str(error)
     if error.command_id is None:
         services.dead_letters.record("orders.commands", f"InvalidCommand: {reason}", _raw(envelope))
         log.warning("dead-lettered a message without a readable command id: %s", reason)
-        return Outcome(status="rejected", command_id="", error="InvalidCommand", message=reason)
+        return Outcome(
+            status="rejected", command_id=task_id or "", error="InvalidCommand", message=reason
+        )
     outcome = Outcome(
         status="rejected",
         command_id=error.command_id,
@@ -34,6 +38,33 @@ def reject_invalid(services: Services, envelope: Any, error: InvalidEnvelope) ->
     )
     log.warning("rejected invalid command %s: %s", error.command_id, reason)
     return services.store.record_outcome(_readable_type(envelope), outcome)
+
+
+def reject_wrong_arguments(
+    services: Services, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str | None
+) -> Outcome:
+    reason = (
+        "a command message carries exactly one envelope, "
+        f"got {len(args)} argument(s) and {len(kwargs)} keyword(s)"
+    )
+    raw = _raw({"args": list(args), "kwargs": kwargs})
+    services.dead_letters.record("orders.commands", f"InvalidCommand: {reason}", raw)
+    log.warning("dead-lettered task %s: %s", task_id, reason)
+    return Outcome(
+        status="rejected", command_id=task_id or "", error="InvalidCommand", message=reason
+    )
+
+
+def reject_unrunnable(
+    services: Services, args: Any, kwargs: Any, task_id: str | None, error: BaseException | None
+) -> Outcome:
+    reason = f"the task could not run: {error}"
+    raw = _raw({"args": args, "kwargs": kwargs})
+    services.dead_letters.record("orders.commands", f"InvalidCommand: {reason}", raw)
+    log.warning("dead-lettered task %s: %s", task_id, reason)
+    return Outcome(
+        status="rejected", command_id=task_id or "", error="InvalidCommand", message=reason
+    )
 
 
 def _raw(envelope: Any) -> str:

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import task_internal_error
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from commands import Outcome
@@ -23,21 +24,26 @@ from commands.transport import (
 )
 from workers import runtime
 from workers.bootstrap import Services
-from workers.poison import reject_invalid
+from workers.poison import reject_invalid, reject_unrunnable, reject_wrong_arguments
 
 log = logging.getLogger(__name__)
 
 # Errors that mean "the database is not reachable now", worth waiting out.
 DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
 MAX_RETRY_DELAY = 30.0
-BUSY_RETRY_DELAY = 0.2
-BUSY_RETRIES = 25
+HELD_BACK_RETRY_DELAY = 0.25
+HELD_BACK_RETRIES = 40
 
 
-def handle_command(task: Task, envelope: Any) -> dict[str, Any]:
+def handle_command(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    # The signature takes anything: a message with the wrong arguments is a poison
+    # message to record like any other, not a TypeError inside Celery.
     services = runtime.services()
     try:
-        outcome = _decide(services, envelope)
+        if len(args) == 1 and not kwargs:
+            outcome = _decide(services, args[0], task.request.id)
+        else:
+            outcome = reject_wrong_arguments(services, args, kwargs, task.request.id)
     except DATABASE_UNREACHABLE as unreachable:
         return _retry_or_fail(task, services, unreachable).to_dict()
     if outcome.accepted:
@@ -54,10 +60,12 @@ def wake_projections(task: Task) -> None:
     except DATABASE_UNREACHABLE as unreachable:
         # The sweep would catch up too; retrying keeps the models fresh sooner.
         raise task.retry(exc=unreachable, countdown=1.0, max_retries=5) from unreachable
-    if any(result.state == "busy" for result in results):
-        # Another run holds a projection and may have read the log before our command
-        # committed: look again once it is done, rather than wait for the sweep.
-        raise task.retry(countdown=BUSY_RETRY_DELAY, max_retries=BUSY_RETRIES)
+    held_back = any(result.state == "held_back" for result in results)
+    if held_back and task.request.retries < HELD_BACK_RETRIES:
+        # Committed events wait behind an older transaction still open (another command's,
+        # most likely, which will wake us itself; but it may be anyone's): look again
+        # shortly rather than leave them to the sweep.
+        raise task.retry(countdown=HELD_BACK_RETRY_DELAY, max_retries=HELD_BACK_RETRIES)
 
 
 def sweep_projections(task: Task) -> None:
@@ -65,11 +73,11 @@ def sweep_projections(task: Task) -> None:
     runtime.services().runner.run_all()
 
 
-def _decide(services: Services, envelope: Any) -> Outcome:
+def _decide(services: Services, envelope: Any, task_id: str | None) -> Outcome:
     try:
         command = decode(envelope)
     except InvalidEnvelope as invalid:
-        return reject_invalid(services, envelope, invalid)
+        return reject_invalid(services, envelope, invalid, task_id)
     try:
         return services.handler.handle(command)
     except DATABASE_UNREACHABLE:
@@ -114,6 +122,28 @@ def _wake_projections(app: Celery, services: Services) -> None:
         app.send_task(WAKE_PROJECTIONS, queue=PROJECTIONS_QUEUE, ignore_result=True)
     except Exception:
         log.warning("could not wake the projections; the sweep will catch up", exc_info=True)
+
+
+def _on_internal_error(
+    sender: Task | None = None,
+    task_id: str | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    exception: BaseException | None = None,
+    **_: Any,
+) -> None:
+    """A command message Celery refused before the task ran (say, keyword arguments that
+    are not a mapping): record it and tell its producer, like any other poison message."""
+    if sender is None or sender.name != HANDLE_COMMAND:
+        return
+    try:
+        outcome = reject_unrunnable(runtime.services(), args, kwargs, task_id, exception)
+        sender.backend.store_result(task_id, outcome.to_dict(), "SUCCESS")
+    except Exception:
+        log.exception("could not record the refused command message %s", task_id)
+
+
+task_internal_error.connect(_on_internal_error, weak=False)
 
 
 def register(app: Celery) -> None:
