@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -123,6 +124,15 @@ class CommandClient:
         if state in _PENDING_STATES:
             return None
         return _outcome_of(command_id, state, result.result)
+
+    def completed_at(self, command_id: str) -> datetime | None:
+        """When the worker published the command's outcome (for latency measurements)."""
+        done = AsyncResult(command_id, app=self._app).date_done
+        if isinstance(done, str):
+            done = datetime.fromisoformat(done)
+        if isinstance(done, datetime) and done.tzinfo is None:
+            done = done.replace(tzinfo=UTC)  # Celery records UTC
+        return done if isinstance(done, datetime) else None
 
     def wait(self, command_id: str, timeout: float = 30.0) -> Outcome:
         deadline = time.monotonic() + timeout

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -79,50 +79,59 @@ def rebuild(
     engine: Engine,
     reader: GlobalLogReader,
     history: OrderHistory,
-    projection: Projection,
+    projections: Projection | Sequence[Projection],
     progress: Callable[[int], None] = lambda _: None,
 ) -> Checkpoint:
-    """Build the projection from the whole log into a new table, then swap it in.
+    """Build projections from the whole log into new tables, then swap them in.
 
-    The swap is one transaction that replaces the live rows and moves the checkpoint:
-    a query sees the old model or the new one, never a partial one. The projection's
-    lock is held throughout, so its incremental runner waits instead of racing.
+    One pass over the log feeds every projection asked for. The swap is one transaction
+    that replaces the live rows and moves the checkpoints: a query sees the old models
+    or the new ones, never a partial one. The projections' locks are held throughout,
+    so their incremental runners wait instead of racing.
     """
+    chosen = [projections] if isinstance(projections, Projection) else list(projections)
     writer = engine.execution_options(**WRITE)
-    shadow = _shadow(projection.table)
-    building = replace(projection, table=shadow)
+    shadows = {p.name: _shadow(p.table) for p in chosen}
+    building = [replace(p, table=shadows[p.name]) for p in chosen]
     with engine.connect() as lock:
-        hold_lock(lock, projection.name)
+        for projection in chosen:
+            hold_lock(lock, projection.name)
         lock.commit()
         try:
             with writer.begin() as conn:
-                shadow.drop(conn, checkfirst=True)
-                shadow.create(conn)
+                for shadow in shadows.values():
+                    shadow.drop(conn, checkfirst=True)
+                    shadow.create(conn)
             checkpoint = Checkpoint()
             while True:
                 with writer.begin() as conn:
                     batch = reader.read_in(conn, checkpoint, REBUILD_BATCH)
                     if not batch:
                         break
-                    rows = TableRows(conn, shadow)
-                    _, failure = apply_batch(building, batch, history, rows)
-                    if failure is not None:
-                        raise RebuildFailed(projection.name, failure)
-                    rows.flush()
+                    for projection in building:
+                        rows = TableRows(conn, projection.table)
+                        _, failure = apply_batch(projection, batch, history, rows)
+                        if failure is not None:
+                            raise RebuildFailed(projection.name, failure)
+                        rows.flush()
                 checkpoint = batch[-1].checkpoint
                 progress(len(batch))
             with writer.begin() as conn:
-                conn.execute(projection.table.delete())
-                columns = [column.name for column in projection.table.columns]
-                conn.execute(projection.table.insert().from_select(columns, select(shadow)))
-                unpark(conn, projection.name)
-                save_state(conn, projection.name, checkpoint)
-                shadow.drop(conn)
+                for projection in chosen:
+                    shadow = shadows[projection.name]
+                    conn.execute(projection.table.delete())
+                    columns = [column.name for column in projection.table.columns]
+                    conn.execute(projection.table.insert().from_select(columns, select(shadow)))
+                    unpark(conn, projection.name)
+                    save_state(conn, projection.name, checkpoint)
+                    shadow.drop(conn)
             return checkpoint
         finally:
             with writer.begin() as conn:
-                shadow.drop(conn, checkfirst=True)
-            release_lock(lock, projection.name)
+                for shadow in shadows.values():
+                    shadow.drop(conn, checkfirst=True)
+            for projection in chosen:
+                release_lock(lock, projection.name)
             lock.commit()
 
 

@@ -27,6 +27,8 @@ class OrderHistory:
         order = self._states.get(key)
         if order is None:
             before = self._states.get((event.aggregate_id, event.version - 1))
+            if before is None and event.version == 1:
+                before = Order(event.aggregate_id)  # nothing came before the first event
             if before is None:
                 earlier = self._load_until(event.aggregate_id, event.version - 1)
                 before = fold(Order(event.aggregate_id), earlier)

@@ -15,7 +15,10 @@ at BEGIN, so two writers queue instead of failing to upgrade a read lock."""
 def build_engine(url: str, **kwargs: Any) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pool_pre_ping: it costs a round trip per checkout. A connection the server
+    # dropped fails its statement, SQLAlchemy discards the pool, and the command is
+    # retried (see workers/tasks.py); recycling keeps idle ones from going stale.
+    kwargs.setdefault("pool_recycle", 1800)
     return create_engine(url, **kwargs)
 
 

@@ -149,15 +149,13 @@ def projections_rebuild(name: str | None, everything: bool) -> None:
     with open_services() as services:
         with services.engine.connect() as conn:
             total = services.reader.backlog(conn, Checkpoint()).events
-        for each in names:
-            history = order_history(services.store)
-            with click.progressbar(length=total, label=f"rebuilding {each}") as bar:
-                try:
-                    rebuild(
-                        services.engine, services.reader, history, PROJECTIONS[each], bar.update
-                    )
-                except RebuildFailed as failed:
-                    raise click.ClickException(str(failed)) from None
+        chosen = [PROJECTIONS[each] for each in names]
+        history = order_history(services.store)
+        with click.progressbar(length=total, label=f"rebuilding {', '.join(names)}") as bar:
+            try:
+                rebuild(services.engine, services.reader, history, chosen, bar.update)
+            except RebuildFailed as failed:
+                raise click.ClickException(str(failed)) from None
     click.echo(f"rebuilt {', '.join(names)}")
 
 

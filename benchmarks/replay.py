@@ -1,0 +1,130 @@
+"""Loading long orders (beside raw psycopg2 reading the same rows) and rebuilding every
+read model from a log of many events."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import psycopg2
+
+from benchmarks.measure import millis
+from benchmarks.scratch import libpq_dsn
+from domain.events import Event, ItemAdded, ItemRemoved, OrderCancelled, OrderCreated, OrderPaid
+from domain.handler import load_order
+from domain.snapshots import take_snapshot
+from readmodels.maintenance import rebuild
+from readmodels.projections import PROJECTIONS
+from store.codec import event_to_row
+from store.engine import build_engine
+from store.event_store import SqlEventStore
+from store.global_log import GlobalLogReader
+from store.schema import events
+from workers.bootstrap import order_history
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _event(cls: type[Event], order_id: str, version: int, **payload: object) -> Event:
+    return cls(
+        aggregate_id=order_id,
+        version=version,
+        event_id=str(uuid.uuid4()),
+        timestamp=START + timedelta(seconds=version),
+        **payload,
+    )
+
+
+def long_order(order_id: str, length: int) -> Iterator[Event]:
+    yield _event(OrderCreated, order_id, 1, customer_id="customer-1")
+    for version in range(2, length + 1):
+        yield _event(
+            ItemAdded, order_id, version, item_id=f"i{version}", quantity=1, price=Decimal("1.00")
+        )
+
+
+def replay(url: str, lengths: tuple[int, ...], repeats: int) -> dict[str, float]:
+    engine = build_engine(url)
+    store = SqlEventStore(engine)
+    results: dict[str, float] = {}
+    try:
+        for length in lengths:
+            order_id = f"replay-{length}-{uuid.uuid4().hex[:6]}"
+            _insert(engine, list(long_order(order_id, length)))
+            load_order(store, order_id)  # warm
+            results[f"replay_ms_{length}"] = millis(lambda: load_order(store, order_id), repeats)
+            if length == max(lengths):
+                store.save_snapshot(take_snapshot(load_order(store, order_id)))
+                results[f"replay_snap_ms_{length}"] = millis(
+                    lambda: load_order(store, order_id), repeats
+                )
+            if length == sorted(lengths)[len(lengths) // 2]:
+                results[f"raw_read_ms_{length}"] = raw_read_ms(url, order_id, repeats)
+    finally:
+        engine.dispose()
+    return results
+
+
+def raw_read_ms(url: str, order_id: str, repeats: int) -> float:
+    with psycopg2.connect(libpq_dsn(url)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+
+            def read() -> None:
+                cursor.execute(
+                    "SELECT version, event_type, schema_version, event_id, data, metadata, "
+                    "recorded_at FROM events WHERE aggregate_type = %s AND aggregate_id = %s "
+                    "ORDER BY version",
+                    ("Order", order_id),
+                )
+                cursor.fetchall()
+
+            read()
+            return millis(read, repeats)
+
+
+def orders_log(orders: int) -> Iterator[Event]:
+    """Ten events an order: created, seven items added, one removed, then paid or cancelled."""
+    for number in range(orders):
+        order_id = f"log-{number:07d}"
+        version = 1
+        yield _event(OrderCreated, order_id, version, customer_id=f"customer-{number % 997}")
+        for item in range(7):
+            version += 1
+            yield _event(
+                ItemAdded,
+                order_id,
+                version,
+                item_id=f"item-{(number + item) % 211}",
+                quantity=1 + item,
+                price=Decimal(f"{1 + (number + item) % 211}.25"),
+            )
+        version += 1
+        yield _event(ItemRemoved, order_id, version, item_id=f"item-{number % 211}")
+        version += 1
+        if number % 4:
+            yield _event(OrderPaid, order_id, version, payment_method="card")
+        else:
+            yield _event(OrderCancelled, order_id, version, reason="changed my mind")
+
+
+def rebuild_eps(url: str, event_count: int) -> float:
+    engine = build_engine(url)
+    try:
+        _insert(engine, list(orders_log(event_count // 10)))
+        store = SqlEventStore(engine)
+        started = time.perf_counter()
+        rebuild(engine, GlobalLogReader(engine), order_history(store), list(PROJECTIONS.values()))
+        return event_count / (time.perf_counter() - started)
+    finally:
+        engine.dispose()
+
+
+def _insert(engine: object, batch: list[Event]) -> None:
+    rows = [event_to_row(event) for event in batch]
+    with engine.begin() as conn:  # type: ignore[attr-defined]
+        for start in range(0, len(rows), 5_000):
+            conn.execute(events.insert(), rows[start : start + 5_000])
