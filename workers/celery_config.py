@@ -25,7 +25,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     )
     # Redis redelivers a task not acknowledged within this time; it must stay well above
     # the time limit, or a slow command runs twice at once.
-    config["broker_transport_options"]["visibility_timeout"] = settings.visibility_timeout
+    options = config["broker_transport_options"]
+    options["visibility_timeout"] = settings.visibility_timeout
+    # kombu looks for expired unacknowledged messages only every interval x throttle
+    # seconds (100 by default): a killed worker's commands would wait that long after
+    # their visibility timeout. Look at least every 10 s, or sooner for short timeouts.
+    options["unacked_restore_interval"] = max(1, min(10, settings.visibility_timeout // 2))
+    options["unacked_restore_throttle"] = 1
     config.update(
         # A worker killed mid-command gets it redelivered; the command log makes that safe.
         task_acks_late=True,
