@@ -6,12 +6,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint bench format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the walkthrough, embedded: SQLite and an in-process worker
@@ -23,7 +23,10 @@ test: $(STAMP)  ## the whole suite, against PostgreSQL and Redis on 127.0.0.1
 lint: $(STAMP)  ## ruff and mypy (strict on domain/, store/ and commands/)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy commands domain store readmodels workers
+	$(BIN)/mypy commands domain store readmodels workers benchmarks
+
+bench: $(STAMP)  ## the full benchmark (ORDERS_DATABASE_URL and ORDERS_BROKER_URL set)
+	$(BIN)/orders bench --json bench.json
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Status = Literal["accepted", "rejected", "failed"]
@@ -32,9 +32,16 @@ class Outcome:
         return self.status == "accepted"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["events"] = list(self.events)
-        return data
+        # Spelled out: dataclasses.asdict deep-copies, and this runs for every command.
+        return {
+            "status": self.status,
+            "command_id": self.command_id,
+            "order_id": self.order_id,
+            "version": self.version,
+            "events": list(self.events),
+            "error": self.error,
+            "message": self.message,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outcome:

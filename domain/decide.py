@@ -41,6 +41,9 @@ _EVENT_ID_NAMESPACE = uuid.UUID("5b0c3f55-2b61-4e43-9a3b-1f0a7d0e6c11")
 
 def decide(order: Order, command: Command, *, at: datetime) -> list[Event]:
     """The events ``command`` causes on ``order``; raises a ``DomainError`` if it breaks a rule."""
+    if at.utcoffset() is None:
+        # Checked here, where events are born, not on every event replayed from the store.
+        raise ValueError(f"decide needs a timezone-aware time, got {at}")
     match command:
         case CreateOrder():
             if order.status != "not_created":

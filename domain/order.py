@@ -7,7 +7,7 @@ since they were recorded. Rules live in ``decide``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
@@ -50,24 +50,58 @@ class Order:
 
 def evolve(order: Order, event: Event) -> Order:
     """The state after ``event``."""
-    match event:
-        case OrderCreated(customer_id=customer_id):
-            return replace(order, customer_id=customer_id, status="created", version=event.version)
-        case ItemAdded(item_id=item_id, quantity=quantity, price=price):
-            current = order.lines.get(item_id)
-            line = Line(quantity + (current.quantity if current else 0), price)
-            return replace(order, lines={**order.lines, item_id: line}, version=event.version)
-        case ItemRemoved(item_id=item_id):
-            lines = {key: line for key, line in order.lines.items() if key != item_id}
-            return replace(order, lines=lines, version=event.version)
-        case OrderPaid(payment_method=method):
-            return replace(order, status="paid", payment_method=method, version=event.version)
-        case OrderCancelled(reason=reason):
-            return replace(order, status="cancelled", cancel_reason=reason, version=event.version)
-    raise TypeError(f"evolve does not know {type(event).__name__}")
+    return fold(order, (event,))
 
 
 def fold(order: Order, events: Iterable[Event]) -> Order:
+    """The state after ``events``, in order.
+
+    Folds into a private mutable draft and freezes it once: copying the lines for every
+    event would make replaying a long order quadratic.
+    """
+    draft = _Draft(
+        order.customer_id,
+        order.status,
+        dict(order.lines),
+        order.version,
+        order.payment_method,
+        order.cancel_reason,
+    )
     for event in events:
-        order = evolve(order, event)
-    return order
+        draft.apply(event)
+    return Order(
+        order.order_id,
+        draft.customer_id,
+        draft.status,
+        draft.lines,
+        draft.version,
+        draft.payment_method,
+        draft.cancel_reason,
+    )
+
+
+@dataclass(slots=True)
+class _Draft:
+    customer_id: str | None
+    status: Status
+    lines: dict[str, Line]
+    version: int
+    payment_method: str | None
+    cancel_reason: str | None
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case OrderCreated(customer_id=customer_id):
+                self.customer_id, self.status = customer_id, "created"
+            case ItemAdded(item_id=item_id, quantity=quantity, price=price):
+                current = self.lines.get(item_id)
+                self.lines[item_id] = Line(quantity + (current.quantity if current else 0), price)
+            case ItemRemoved(item_id=item_id):
+                self.lines.pop(item_id, None)
+            case OrderPaid(payment_method=method):
+                self.status, self.payment_method = "paid", method
+            case OrderCancelled(reason=reason):
+                self.status, self.cancel_reason = "cancelled", reason
+            case _:
+                raise TypeError(f"evolve does not know {type(event).__name__}")
+        self.version = event.version

@@ -62,7 +62,7 @@ def event_from_stored(
     version: int,
     event_id: str,
     timestamp: datetime,
-    metadata: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | EventMetadata | None,
 ) -> Event:
     """Rebuild a domain event from its stored form, upcasting old shapes on the way."""
     cls = EVENT_TYPES.get(event_type)
@@ -75,7 +75,11 @@ def event_from_stored(
             version=version,
             event_id=event_id,
             timestamp=timestamp,
-            metadata=EventMetadata.from_dict(metadata or {}),
+            metadata=(
+                metadata
+                if isinstance(metadata, EventMetadata)
+                else EventMetadata.from_dict(metadata or {})
+            ),
         )
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise MalformedEvent(event_type, f"{type(exc).__name__}: {exc}") from exc

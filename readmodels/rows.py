@@ -7,18 +7,18 @@ holds a model in memory, for ``verify`` to compare against the tables.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cache
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from psycopg2.extras import execute_values
 from sqlalchemy import Connection, Table, tuple_
-from sqlalchemy.sql.compiler import IdentifierPreparer
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from readmodels.projection import Key, Row
 from store.codec import as_utc
-
 
 UPSERT_PAGE = 1_000
 
@@ -84,10 +84,14 @@ def _upsert_pages(conn: Connection, table: Table, rows: list[Row]) -> None:
     """psycopg2 runs an executemany one statement per row; ``execute_values`` sends a
     page of rows per statement, which is what makes a rebuild fast."""
     sql, columns = _upsert_sql(conn.dialect.identifier_preparer, table)
+    values = [tuple(row[c] for c in columns) for row in rows]
+    driver_error = conn.dialect.loaded_dbapi.Error
     with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
-        execute_values(
-            cursor, sql, [tuple(row[c] for c in columns) for row in rows], page_size=UPSERT_PAGE
-        )
+        try:
+            execute_values(cursor, sql, values, page_size=UPSERT_PAGE)
+        except driver_error as error:
+            # As SQLAlchemy would have raised it (IntegrityError, DataError, ...).
+            raise DBAPIError.instance(sql, None, error, driver_error) from error
 
 
 @cache

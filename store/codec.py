@@ -52,4 +52,6 @@ def event_from_row(row: Mapping[str, Any] | RowMapping) -> Event:
 
 def as_utc(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes; everything this store writes is UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)

@@ -18,10 +18,11 @@ from sqlalchemy.exc import IntegrityError
 
 from commands import Outcome
 from domain.errors import DuplicateCommand, VersionConflict
-from domain.events import AGGREGATE_TYPE, Event
+from domain.events import AGGREGATE_TYPE, Event, EventMetadata
 from domain.ports import StreamState
 from domain.snapshots import Snapshot
-from store.codec import EVENT_COLUMNS, event_from_row, event_to_row
+from domain.upcasting import event_from_stored
+from store.codec import EVENT_COLUMNS, as_utc, event_from_row, event_to_row
 from store.engine import WRITE
 from store.postgres_sql import LOAD_STREAM, append_statement
 from store.schema import command_log, events, snapshots
@@ -69,9 +70,9 @@ class SqlEventStore:
     def load_stream(
         self, aggregate_id: str, *, snapshot_schema: int, command_id: str | None = None
     ) -> StreamState:
-        with self._reader.connect() as conn:
-            if self._postgres:
-                return self._load_stream_at_once(conn, aggregate_id, snapshot_schema, command_id)
+        if self._postgres:
+            return self._load_stream_at_once(aggregate_id, snapshot_schema, command_id)
+        with self._engine.connect() as conn:
             recorded = self._find_outcome(conn, command_id) if command_id else None
             snapshot = self._snapshot(conn, aggregate_id)
             if snapshot is not None and snapshot.schema_version != snapshot_schema:
@@ -80,7 +81,7 @@ class SqlEventStore:
             return StreamState(recorded, snapshot, self._load(conn, aggregate_id, after, None))
 
     def _load_stream_at_once(
-        self, conn: Connection, aggregate_id: str, snapshot_schema: int, command_id: str | None
+        self, aggregate_id: str, snapshot_schema: int, command_id: str | None
     ) -> StreamState:
         params = {
             "command_id": command_id,
@@ -89,15 +90,26 @@ class SqlEventStore:
             "snapshot_schema": snapshot_schema,
         }
         recorded, snapshot, stream = None, None, []
-        for row in conn.execute(LOAD_STREAM, params).mappings():
-            if row["part"] == 0:
-                recorded = Outcome.from_dict(row["data"])
-            elif row["part"] == 1:
-                snapshot = Snapshot(
-                    aggregate_id, row["version"], row["schema_version"], row["data"]
+        # Plain tuples, fetched at once: this is the hot path of every command.
+        rows = LOAD_STREAM.run(self._engine, params)
+        for part, version, schema, event_type, event_id, data, *causes, recorded_at in rows:
+            if part == 2:
+                stream.append(
+                    event_from_stored(
+                        event_type=event_type,
+                        schema_version=schema,
+                        data=data,
+                        aggregate_id=aggregate_id,
+                        version=version,
+                        event_id=event_id,
+                        timestamp=as_utc(recorded_at),
+                        metadata=EventMetadata(*causes),
+                    )
                 )
+            elif part == 1:
+                snapshot = Snapshot(aggregate_id, version, schema, data)
             else:
-                stream.append(event_from_row({**row, "aggregate_id": aggregate_id}))
+                recorded = Outcome.from_dict(data)
         return StreamState(recorded, snapshot, stream)
 
     def latest_version(self, aggregate_id: str) -> int:
@@ -141,19 +153,17 @@ class SqlEventStore:
         rows = [event_to_row(event) for event in events_to_append]
         _check_stream(aggregate_id, expected_version, events_to_append)
         try:
+            if self._postgres and rows:
+                self._append_at_once(aggregate_id, expected_version, rows, command_type, outcome)
+                return expected_version + len(rows)
             with self._writer.begin() as conn:
-                if self._postgres and rows:
-                    self._append_at_once(
-                        conn, aggregate_id, expected_version, rows, command_type, outcome
-                    )
-                else:
-                    if outcome is not None:
-                        self._record(conn, command_type or "", outcome)
-                    actual = self._version(conn, aggregate_id)
-                    if actual != expected_version:
-                        raise VersionConflict(self._stream(aggregate_id), expected_version, actual)
-                    if rows:
-                        conn.execute(events.insert(), rows)
+                if outcome is not None:
+                    self._record(conn, command_type or "", outcome)
+                actual = self._version(conn, aggregate_id)
+                if actual != expected_version:
+                    raise VersionConflict(self._stream(aggregate_id), expected_version, actual)
+                if rows:
+                    conn.execute(events.insert(), rows)
         except IntegrityError as violation:
             if not _is_version_clash(violation):
                 raise  # a caller bug (say, a reused event id), not a race to retry
@@ -166,7 +176,6 @@ class SqlEventStore:
 
     def _append_at_once(
         self,
-        conn: Connection,
         aggregate_id: str,
         expected_version: int,
         rows: list[dict[str, Any]],
@@ -195,11 +204,14 @@ class SqlEventStore:
                 command_recorded_at=datetime.now(UTC),
             )
         statement = append_statement(len(rows), outcome is not None)
-        result = conn.execute(statement, params).one()
-        if outcome is not None and not result.recorded:
+        [(recorded, known, actual, _)] = statement.run(self._engine, params)
+        if outcome is not None and known:
             raise DuplicateCommand(outcome.command_id)
-        if result.actual != expected_version:
-            raise VersionConflict(self._stream(aggregate_id), expected_version, result.actual)
+        if actual != expected_version:
+            raise VersionConflict(self._stream(aggregate_id), expected_version, actual)
+        if outcome is not None and not recorded:
+            # Another delivery recorded it between this statement's snapshot and its insert.
+            raise DuplicateCommand(outcome.command_id)
 
     def record_outcome(self, command_type: str, outcome: Outcome) -> Outcome:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -138,6 +139,20 @@ def beat(loglevel: str) -> None:
     from workers.app import app
 
     app.start(["beat", f"--loglevel={loglevel}"])
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="Every part at a small size, in about a minute.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def bench(quick: bool, json_path: Path | None) -> None:
+    """Measure throughput, latency, freshness, replay and memory beside their limits.
+
+    Needs PostgreSQL and Redis (ORDERS_DATABASE_URL, ORDERS_BROKER_URL); it works in a
+    scratch database it creates beside the configured one and drops afterwards.
+    """
+    from benchmarks.run import run
+
+    run(quick, json_path)
 
 
 @cli.command()

@@ -73,7 +73,6 @@ def upgrade() -> None:
         sa.Column("outcome", Json, nullable=False),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.create_index("command_log_aggregate", "command_log", ["aggregate_id"])
 
 
 def downgrade() -> None:

@@ -1,0 +1,192 @@
+"""``orders bench``: every part, each figure beside its limit or peer, as a table and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from benchmarks import handler, peer, pipeline, replay
+from benchmarks.scratch import scratch_database
+from commands.client import CommandClient
+from workers.config import Settings
+
+
+@dataclass(frozen=True)
+class Sizes:
+    repeats: int
+    handler_commands: int
+    e2e_commands: int
+    paced_seconds: float
+    rebuild_events: int
+    replay_lengths: tuple[int, int, int]
+    rss_commands: tuple[int, int]
+
+    @classmethod
+    def for_run(cls, quick: bool) -> Sizes:
+        if quick:
+            return cls(1, 60, 150, 2.0, 2_000, (10, 1_000, 10_000), (300, 600))
+        return cls(3, 1_500, 3_000, 10.0, 100_000, (10, 1_000, 10_000), (10_000, 100_000))
+
+
+# (key, what it measures, the key it stands beside, the target ratio or limit)
+ROWS: list[tuple[str, str, str | None, str]] = [
+    ("handler_cps_1t", "handler, 1 thread (cmd/s)", "raw_cps_1t", ""),
+    ("handler_cps_4t", "handler, 4 threads (cmd/s)", "raw_cps_4t", ">= 0.75 x raw, >= 4 x peer"),
+    ("peer_cps_1t", "eventsourcing, 1 thread (cmd/s)", None, ""),
+    ("peer_cps_4t", "eventsourcing, 4 threads (cmd/s)", None, ""),
+    ("e2e_cps", "enqueue to outcome (cmd/s)", "noop_tps", ">= 0.7 x no-op"),
+    ("e2e_p50_ms", "latency p50 at half rate (ms)", None, ""),
+    ("e2e_p99_ms", "latency p99 at half rate (ms)", None, ""),
+    ("fresh_p50_ms", "accepted to read model p50 (ms)", None, ""),
+    ("fresh_p99_ms", "accepted to read model p99 (ms)", None, "<= 250"),
+    ("rebuild_eps", "rebuild all read models (events/s)", None, ">= 20,000"),
+    ("replay_ms_10", "load a 10-event order (ms)", None, ""),
+    ("replay_ms_1000", "load a 1,000-event order (ms)", "raw_read_ms_1000", "<= 1.5 x raw"),
+    ("replay_ms_10000", "load a 10,000-event order (ms)", None, ""),
+    ("replay_snap_ms_10000", "the same, from a snapshot (ms)", "replay_ms_10", "<= 1.5 x 10-event"),
+    ("worker_rss_mb_10k", "worker memory after the first run (MB)", None, ""),
+    (
+        "worker_rss_mb_100k",
+        "worker memory after the second run (MB)",
+        "worker_rss_mb_10k",
+        "<= 1.1 x",
+    ),
+]
+
+
+def run(
+    quick: bool, json_path: Path | None, echo: Callable[[str], None] = click.echo
+) -> dict[str, float]:
+    settings = Settings.from_env()
+    if not settings.broker_url.startswith(("redis://", "rediss://")):
+        raise click.UsageError("orders bench needs ORDERS_BROKER_URL to be a Redis URL")
+    sizes = Sizes.for_run(quick)
+    results: dict[str, float] = {}
+    with scratch_database(settings.database_url) as url:
+        env = {
+            "ORDERS_DATABASE_URL": url,
+            "ORDERS_BROKER_URL": settings.broker_url,
+            "ORDERS_RESULT_BACKEND": settings.endpoints.outcome_backend,
+        }
+        parts: list[tuple[str, Callable[[], dict[str, float]]]] = [
+            ("command handler and raw psycopg2", lambda: _handler(url, sizes)),
+            ("eventsourcing peer", lambda: _peer(url, sizes)),
+            ("pipeline through Redis and workers", lambda: _pipeline(url, env, sizes)),
+            ("replaying long orders", lambda: _replay(url, sizes)),
+            ("rebuilding the read models", lambda: _rebuild(url, sizes)),
+            ("worker memory", lambda: _memory(url, env, sizes)),
+        ]
+        for label, part in parts:
+            started = time.perf_counter()
+            echo(f"- {label} ...")
+            results.update(part())
+            echo(f"  done in {time.perf_counter() - started:.1f} s")
+    echo("")
+    echo(table(results, quick))
+    if json_path is not None:
+        json_path.write_text(
+            json.dumps({**results, "_machine": machine(), "_quick": quick}, indent=2)
+        )
+    return results
+
+
+def _handler(url: str, sizes: Sizes) -> dict[str, float]:
+    n, r = sizes.handler_commands, sizes.repeats
+    return {
+        "raw_cps_1t": handler.raw_cps(url, 1, n, r),
+        "handler_cps_1t": handler.handler_cps(url, 1, n, r),
+        "raw_cps_4t": handler.raw_cps(url, 4, n // 4, r),
+        "handler_cps_4t": handler.handler_cps(url, 4, n // 4, r),
+    }
+
+
+def _replay(url: str, sizes: Sizes) -> dict[str, float]:
+    return replay.replay(url, sizes.replay_lengths, 5 * sizes.repeats)
+
+
+def _rebuild(url: str, sizes: Sizes) -> dict[str, float]:
+    return {"rebuild_eps": replay.rebuild_eps(url, sizes.rebuild_events)}
+
+
+def _peer(url: str, sizes: Sizes) -> dict[str, float]:
+    n, r = sizes.handler_commands, sizes.repeats
+    return {
+        "peer_cps_1t": peer.peer_cps(url, 1, n, r),
+        "peer_cps_4t": peer.peer_cps(url, 4, n // 4, r),
+    }
+
+
+def _pipeline(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
+    client = CommandClient(env["ORDERS_BROKER_URL"], env["ORDERS_RESULT_BACKEND"])
+    results: dict[str, float] = {}
+    try:
+        with pipeline.worker("benchmarks.noop_app", env, queues="orders.commands", concurrency=2):
+            pipeline.wait_ready(client)
+            results["noop_tps"] = max(
+                pipeline.throughput(client, sizes.e2e_commands) for _ in range(sizes.repeats)
+            )
+        with pipeline.worker("workers.app", env, queues="orders.commands", concurrency=2):
+            pipeline.wait_ready(client)
+            results["e2e_cps"] = max(
+                pipeline.throughput(client, sizes.e2e_commands) for _ in range(sizes.repeats)
+            )
+        with (
+            pipeline.worker("workers.app", env, queues="orders.commands", concurrency=2),
+            pipeline.worker("workers.app", env, queues="orders.projections", concurrency=1),
+        ):
+            pipeline.wait_ready(client)
+            paced = pipeline.paced(client, url, results["e2e_cps"] / 2, sizes.paced_seconds)
+        results["e2e_p50_ms"], results["e2e_p99_ms"] = pipeline.p50_p99(paced.latencies_ms)
+        results["fresh_p50_ms"], results["fresh_p99_ms"] = pipeline.p50_p99(paced.freshness_ms)
+    finally:
+        client.close()
+    return results
+
+
+def _memory(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
+    client = CommandClient(env["ORDERS_BROKER_URL"], env["ORDERS_RESULT_BACKEND"])
+    first, second = sizes.rss_commands
+    try:
+        with pipeline.worker(
+            "workers.app", env, queues="orders.commands", concurrency=2
+        ) as process:
+            pipeline.wait_ready(client)
+            pipeline.throughput(client, first)
+            after_first = pipeline.rss_mb(process)
+            pipeline.throughput(client, second - first)
+            after_second = pipeline.rss_mb(process)
+    finally:
+        client.close()
+    return {"worker_rss_mb_10k": after_first, "worker_rss_mb_100k": after_second}
+
+
+def table(results: dict[str, float], quick: bool) -> str:
+    lines = [f"{'figure':<42} {'value':>12} {'beside':>12} {'ratio':>7}  target"]
+    for key, label, beside, target in ROWS:
+        value = results.get(key, float("nan"))
+        other = results.get(beside, float("nan")) if beside else float("nan")
+        ratio = value / other if beside and other else float("nan")
+        lines.append(
+            f"{label:<42} {value:>12.1f} {other:>12.1f} {ratio:>7.2f}  {target}".replace(
+                "nan", "  -"
+            )
+        )
+    if quick:
+        lines.append("(--quick: small sizes; proves the harness, says little about speed)")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
