@@ -101,10 +101,10 @@ def _upsert_sql(quote: IdentifierPreparer, table: Table) -> tuple[str, tuple[str
     updates = ", ".join(
         f"{quote.quote(c)} = EXCLUDED.{quote.quote(c)}" for c in columns if c not in keys
     )
-    sql = (
-        f"INSERT INTO {quote.format_table(table)} ({', '.join(map(quote.quote, columns))}) "
-        f"VALUES %s ON CONFLICT ({', '.join(map(quote.quote, keys))}) DO UPDATE SET {updates}"
-    )
+    # Only quoted names of this project's own tables and columns go into the text.
+    target = f"{quote.format_table(table)} ({', '.join(map(quote.quote, columns))})"
+    conflict = f"({', '.join(map(quote.quote, keys))}) DO UPDATE SET {updates}"
+    sql = f"INSERT INTO {target} VALUES %s ON CONFLICT {conflict}"  # noqa: S608
     return sql, columns
 
 
