@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Literal
 
 from domain.events import Event, ItemAdded, ItemRemoved, OrderCancelled, OrderCreated, OrderPaid
@@ -36,8 +37,9 @@ class Order:
     payment_method: str | None = None
     cancel_reason: str | None = None
 
-    @property
+    @cached_property
     def total(self) -> Decimal:
+        # Cached: several read models ask the same state for it.
         return sum((line.amount for line in self.lines.values()), Decimal("0.00"))
 
     def __str__(self) -> str:

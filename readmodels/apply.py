@@ -24,36 +24,67 @@ class Failure:
         return f"{type(self.error).__name__}: {self.error}"
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An event of a batch, decoded, with the Order it leaves behind."""
+
+    recorded: RecordedEvent
+    event: Event
+    order: Order
+
+
+def prepare(
+    batch: Sequence[RecordedEvent], history: OrderHistory
+) -> tuple[list[Prepared], Failure | None]:
+    """Decode the batch and fold each event's Order, once for every projection fed from
+    it; stops at the first event that cannot be, which is returned as the failure.
+
+    A database error is not the event's fault: it propagates, to be retried.
+    """
+    prepared: list[Prepared] = []
+    for recorded in batch:
+        try:
+            event = recorded.event
+            prepared.append(Prepared(recorded, event, history.after(event)))
+        except DBAPIError:
+            raise
+        except Exception as error:
+            return prepared, Failure(recorded, error)
+    return prepared, None
+
+
+def apply_prepared(
+    projection: Projection,
+    prepared: Sequence[Prepared],
+    rows: MemoryRows,
+    failure: Failure | None = None,
+) -> tuple[int, Failure | None]:
+    """Apply ``prepared`` in order, reading the rows they touch at once; returns how many
+    were applied and the failure that stopped them, if any."""
+    touched: list[Sequence[Key]] = []
+    for index, item in enumerate(prepared):
+        try:
+            touched.append(projection.keys(item.event, item.order))
+        except Exception as error:
+            prepared, failure = prepared[:index], Failure(item.recorded, error)
+            break
+    rows.fetch(key for keys in touched for key in keys)
+    for applied, (item, keys) in enumerate(zip(prepared, touched, strict=True)):
+        try:
+            changes = projection.apply(item.event, item.order, {key: rows.get(key) for key in keys})
+        except Exception as error:
+            return applied, Failure(item.recorded, error)
+        for key, row in changes.items():
+            rows.put(key, row)
+    return len(prepared), failure
+
+
 def apply_batch(
     projection: Projection,
     batch: Sequence[RecordedEvent],
     history: OrderHistory,
     rows: MemoryRows,
 ) -> tuple[int, Failure | None]:
-    """Apply ``batch`` in order; returns how many events were applied and the failure
-    that stopped it, if any. Rows are read for the whole batch at once.
-
-    A database error is not the event's fault: it propagates, to be retried; anything
-    else an event causes stops the batch at that event, for the caller to park it.
-    """
-    prepared: list[tuple[Event, Order, Sequence[Key]]] = []
-    failure: Failure | None = None
-    for recorded in batch:
-        try:
-            event = recorded.event
-            order = history.after(event)
-            prepared.append((event, order, projection.keys(event, order)))
-        except DBAPIError:
-            raise
-        except Exception as error:
-            failure = Failure(recorded, error)
-            break
-    rows.fetch(key for *_, keys in prepared for key in keys)
-    for applied, (event, order, keys) in enumerate(prepared):
-        try:
-            changes = projection.apply(event, order, {key: rows.get(key) for key in keys})
-        except Exception as error:
-            return applied, Failure(batch[applied], error)
-        for key, row in changes.items():
-            rows.put(key, row)
-    return len(prepared), failure
+    """``prepare`` and ``apply_prepared`` for one projection."""
+    prepared, failure = prepare(batch, history)
+    return apply_prepared(projection, prepared, rows, failure)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, select
 
-from readmodels.apply import Failure, apply_batch
+from readmodels.apply import Failure, apply_prepared, prepare
 from readmodels.checkpoints import (
     hold_lock,
     parked_count,
@@ -21,7 +21,7 @@ from readmodels.checkpoints import (
 )
 from readmodels.order_history import OrderHistory
 from readmodels.projection import Key, Projection, Row
-from readmodels.rows import MemoryRows, TableRows
+from readmodels.rows import MemoryRows, write_rows
 from store.codec import as_utc
 from store.engine import WRITE
 from store.global_log import Checkpoint, GlobalLogReader
@@ -84,38 +84,43 @@ def rebuild(
 ) -> Checkpoint:
     """Build projections from the whole log into new tables, then swap them in.
 
-    One pass over the log feeds every projection asked for. The swap is one transaction
-    that replaces the live rows and moves the checkpoints: a query sees the old models
-    or the new ones, never a partial one. The projections' locks are held throughout,
-    so their incremental runners wait instead of racing.
+    One pass over the log feeds every projection asked for, in memory: the models are
+    far smaller than the log, and a row touched by a thousand events is written once.
+    The new tables are then filled, and one transaction replaces the live rows with
+    theirs and moves the checkpoints: a query sees the old models or the new ones,
+    never a partial one. The projections' locks are held throughout, so their
+    incremental runners wait instead of racing.
     """
     chosen = [projections] if isinstance(projections, Projection) else list(projections)
     writer = engine.execution_options(**WRITE)
     shadows = {p.name: _shadow(p.table) for p in chosen}
-    building = [replace(p, table=shadows[p.name]) for p in chosen]
+    models = {p.name: MemoryRows() for p in chosen}
     with engine.connect() as lock:
         for projection in chosen:
             hold_lock(lock, projection.name)
         lock.commit()
         try:
-            with writer.begin() as conn:
-                for shadow in shadows.values():
-                    shadow.drop(conn, checkfirst=True)
-                    shadow.create(conn)
             checkpoint = Checkpoint()
             while True:
-                with writer.begin() as conn:
+                with engine.connect() as conn:
                     batch = reader.read_in(conn, checkpoint, REBUILD_BATCH)
-                    if not batch:
-                        break
-                    for projection in building:
-                        rows = TableRows(conn, projection.table)
-                        _, failure = apply_batch(projection, batch, history, rows)
-                        if failure is not None:
-                            raise RebuildFailed(projection.name, failure)
-                        rows.flush()
+                if not batch:
+                    break
+                prepared, failure = prepare(batch, history)
+                for projection in chosen:
+                    _, failed = apply_prepared(
+                        projection, prepared, models[projection.name], failure
+                    )
+                    if failed is not None:
+                        raise RebuildFailed(projection.name, failed)
                 checkpoint = batch[-1].checkpoint
                 progress(len(batch))
+            with writer.begin() as conn:
+                for projection in chosen:
+                    shadow = shadows[projection.name]
+                    shadow.drop(conn, checkfirst=True)
+                    shadow.create(conn)
+                    write_rows(conn, shadow, list(models[projection.name].existing().values()))
             with writer.begin() as conn:
                 for projection in chosen:
                     shadow = shadows[projection.name]
@@ -177,12 +182,14 @@ def verify(
                 batch = reader.read_in(conn, checkpoint, REBUILD_BATCH)
                 if not batch:
                     break
+                prepared, failure = prepare(batch, history)
                 for projection in projections:
                     upto = states[projection.name].checkpoint
-                    mine = [recorded for recorded in batch if recorded.checkpoint <= upto]
-                    _, failure = apply_batch(projection, mine, history, expected[projection.name])
-                    if failure is not None:
-                        raise RebuildFailed(projection.name, failure)
+                    mine = [item for item in prepared if item.recorded.checkpoint <= upto]
+                    stopped = failure if failure and failure.recorded.checkpoint <= upto else None
+                    _, failed = apply_prepared(projection, mine, expected[projection.name], stopped)
+                    if failed is not None:
+                        raise RebuildFailed(projection.name, failed)
                 checkpoint = batch[-1].checkpoint
             for projection in projections:
                 rows = conn.execute(select(projection.table)).mappings()

@@ -73,11 +73,16 @@ class TableRows(MemoryRows):
         if deleted:
             key = tuple_(*self._key_columns)
             self._conn.execute(self._table.delete().where(key.in_(deleted)))
-        if upserted and self._conn.dialect.name == "postgresql":
-            _upsert_pages(self._conn, self._table, upserted)
-        elif upserted:
-            self._conn.execute(_upsert(self._conn, self._table), upserted)
+        write_rows(self._conn, self._table, upserted)
         self._changed.clear()
+
+
+def write_rows(conn: Connection, table: Table, rows: list[Row]) -> None:
+    """Insert ``rows``, or update those whose key is already there."""
+    if rows and conn.dialect.name == "postgresql":
+        _upsert_pages(conn, table, rows)
+    elif rows:
+        conn.execute(_upsert(conn, table), rows)
 
 
 def _upsert_pages(conn: Connection, table: Table, rows: list[Row]) -> None:

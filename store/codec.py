@@ -46,7 +46,7 @@ def event_from_row(row: Mapping[str, Any] | RowMapping) -> Event:
         version=row["version"],
         event_id=str(row["event_id"]),
         timestamp=as_utc(row["recorded_at"]),
-        metadata=row["metadata"],
+        metadata=row["metadata"],  # a mapping, or already an EventMetadata
     )
 
 

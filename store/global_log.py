@@ -21,8 +21,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
 
-from domain.events import Event
+from domain.events import Event, EventMetadata
 from store.codec import EVENT_COLUMNS, as_utc, event_from_row
+from store.driver import driver_cursor
 from store.schema import events
 
 
@@ -55,18 +56,19 @@ class Backlog:
     oldest: datetime | None
 
 
-# The transaction id goes out as text (psycopg2 has no xid8 type) under another name:
-# ORDER BY would otherwise take the text alias and sort "10" before "9".
-_GAP_FREE_AFTER = text(
-    f"""
-    SELECT transaction_id::text AS txid, position, {", ".join(EVENT_COLUMNS)}
+# Read on the driver's cursor (see store/driver.py), with ids as text (psycopg2 has no
+# xid8 type) and the metadata as three columns rather than a JSON object to parse.
+# ORDER BY names the table's columns: the text aliases would sort "10" before "9".
+_GAP_FREE_AFTER = """
+    SELECT transaction_id::text, position, event_id::text, event_type, schema_version,
+           aggregate_id, version, data, metadata->>'command_id',
+           metadata->>'correlation_id', metadata->>'causation_id', recorded_at
     FROM events
-    WHERE (transaction_id, position) > (CAST(:transaction_id AS xid8), :position)
+    WHERE (transaction_id, position) > (%(transaction_id)s::xid8, %(position)s)
       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
     ORDER BY events.transaction_id, events.position
-    LIMIT :limit
-    """  # noqa: S608 - the interpolated names are this module's constant column list
-)
+    LIMIT %(limit)s
+"""
 
 _BACKLOG = text(
     """
@@ -103,7 +105,9 @@ class GlobalLogReader:
     def read_in(self, conn: Connection, after: Checkpoint, limit: int) -> list[RecordedEvent]:
         """The same, inside the caller's transaction (a projection's, say)."""
         if conn.dialect.name == "postgresql":
-            rows = conn.execute(_GAP_FREE_AFTER, _params(after, limit=limit)).mappings().all()
+            with driver_cursor(conn) as cursor:
+                cursor.execute(_GAP_FREE_AFTER, _params(after, limit=limit))
+                return [_recorded(*row) for row in cursor.fetchall()]
         else:
             query = (
                 select(events.c.position, *(events.c[name] for name in EVENT_COLUMNS))
@@ -146,6 +150,31 @@ class GlobalLogReader:
             return Checkpoint(int(row.txid), row.position) if row else Checkpoint()
         position = conn.execute(select(func.max(events.c.position))).scalar_one()
         return Checkpoint(0, position or 0)
+
+
+def _recorded(
+    txid: str,
+    position: int,
+    event_id: str,
+    event_type: str,
+    schema_version: int,
+    aggregate_id: str,
+    version: int,
+    data: Any,
+    *causes_and_time: Any,
+) -> RecordedEvent:
+    *causes, recorded_at = causes_and_time
+    row = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "schema_version": schema_version,
+        "aggregate_id": aggregate_id,
+        "version": version,
+        "data": data,
+        "metadata": EventMetadata(*causes),
+        "recorded_at": recorded_at,
+    }
+    return RecordedEvent(Checkpoint(int(txid), position), event_id, event_type, row)
 
 
 def _params(after: Checkpoint, **extra: Any) -> dict[str, Any]:

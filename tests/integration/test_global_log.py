@@ -237,7 +237,7 @@ def test_a_transaction_open_across_a_later_commit_is_not_skipped(pg: Engine) -> 
 
 
 def unguarded_query() -> str:
-    guarded = global_log._GAP_FREE_AFTER.text
+    guarded = global_log._GAP_FREE_AFTER
     kept = [line for line in guarded.splitlines() if "pg_snapshot_xmin" not in line]
     unguarded = "\n".join(kept)
     assert unguarded != guarded, "the xmin guard is no longer where this test expects it"
@@ -249,7 +249,7 @@ def test_without_the_xmin_guard_the_late_commit_would_be_skipped(
 ) -> None:
     """Proof that the test above guards the guard: the same run on a reader whose query
     lacks ``transaction_id < pg_snapshot_xmin(...)`` hands B out early and loses A."""
-    monkeypatch.setattr(global_log, "_GAP_FREE_AFTER", text(unguarded_query()))
+    monkeypatch.setattr(global_log, "_GAP_FREE_AFTER", unguarded_query())
 
     run = interleave(pg, GlobalLogReader(pg), settle=1)
 

@@ -20,7 +20,6 @@ from sqlalchemy import (
     delete,
     inspect,
     select,
-    text,
     update,
 )
 
@@ -673,7 +672,7 @@ def test_a_transaction_open_across_a_later_commit_is_projected(pg: Engine) -> No
 
 
 def unguarded_query() -> str:
-    guarded = global_log._GAP_FREE_AFTER.text
+    guarded = global_log._GAP_FREE_AFTER
     kept = [line for line in guarded.splitlines() if "pg_snapshot_xmin" not in line]
     assert len(kept) == len(guarded.splitlines()) - 1, "the xmin guard moved"
     return "\n".join(kept)
@@ -684,7 +683,7 @@ def test_without_the_xmin_guard_the_late_commit_is_lost_from_the_read_model(
 ) -> None:
     """Proof that the test above can fail: the same run on a reader without
     ``transaction_id < pg_snapshot_xmin(...)`` projects B early and loses A for good."""
-    monkeypatch.setattr(global_log, "_GAP_FREE_AFTER", text(unguarded_query()))
+    monkeypatch.setattr(global_log, "_GAP_FREE_AFTER", unguarded_query())
 
     run = late_commit(pg, settle=1)
 
