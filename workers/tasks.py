@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
 MAX_RETRY_DELAY = 30.0
 HELD_BACK_RETRY_DELAY = 0.25
-HELD_BACK_RETRIES = 40
+HELD_BACK_LOOKS = 40
 
 
 def handle_command(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def handle_command(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return outcome.to_dict()
 
 
-def wake_projections(task: Task) -> None:
+def wake_projections(task: Task, looks: int = 0) -> None:
     """Bring every read model up to the log's head (reading the log, not the message)."""
     services = runtime.services()
     services.debouncer.release()
@@ -61,11 +61,17 @@ def wake_projections(task: Task) -> None:
         # The sweep would catch up too; retrying keeps the models fresh sooner.
         raise task.retry(exc=unreachable, countdown=1.0, max_retries=5) from unreachable
     held_back = any(result.state == "held_back" for result in results)
-    if held_back and task.request.retries < HELD_BACK_RETRIES:
-        # Committed events wait behind an older transaction still open (another command's,
-        # most likely, which will wake us itself; but it may be anyone's): look again
-        # shortly rather than leave them to the sweep.
-        raise task.retry(countdown=HELD_BACK_RETRY_DELAY, max_retries=HELD_BACK_RETRIES)
+    if held_back and looks < HELD_BACK_LOOKS and services.debouncer.claim():
+        # Committed events wait behind an older transaction still open. Under load that is
+        # another command, whose own wake-up is on its way; only when none is pending
+        # does this one schedule another look, so looks never pile up behind wake-ups.
+        task.app.send_task(
+            WAKE_PROJECTIONS,
+            kwargs={"looks": looks + 1},
+            queue=PROJECTIONS_QUEUE,
+            countdown=HELD_BACK_RETRY_DELAY,
+            ignore_result=True,
+        )
 
 
 def sweep_projections(task: Task) -> None:
