@@ -21,8 +21,14 @@ from sqlalchemy import Engine, select
 from benchmarks.measure import percentile
 from commands import CreateOrder
 from commands.client import CommandClient
+from readmodels.maintenance import status
+from readmodels.projections import PROJECTIONS
+from readmodels.runner import ProjectionRunner
 from readmodels.tables import order_summary
 from store.engine import build_engine
+from store.event_store import SqlEventStore
+from store.global_log import GlobalLogReader
+from workers.bootstrap import order_history
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,14 +149,32 @@ def _watch(
             time.sleep(0.003)
 
 
+def wait_caught_up(url: str, timeout: float = 300) -> None:
+    """Until every projection has read the whole log (the sweep runs it, not a wake-up)."""
+    engine = build_engine(url)
+    reader = GlobalLogReader(engine)
+    runner = ProjectionRunner(engine, reader, order_history(SqlEventStore(engine)))
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            runner.run_all()
+            report = status(engine, reader, PROJECTIONS.values())
+            if all(entry.lag_events == 0 for entry in report):
+                return
+            time.sleep(0.2)
+        raise TimeoutError("the read models did not catch up before the freshness run")
+    finally:
+        engine.dispose()
+
+
 def rss_mb(process: subprocess.Popen[str]) -> float:
-    """Resident memory of a worker and its pool children, in MB."""
+    """Memory of a worker and its pool children, in MB: the sum of their proportional
+    set sizes, so pages the children share with their parent are counted once."""
     total_kb = 0
-    pids = [process.pid, *_children(process.pid)]
-    for pid in pids:
+    for pid in [process.pid, *_children(process.pid)]:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     total_kb += int(line.split()[1])
         except FileNotFoundError:
             continue

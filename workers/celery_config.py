@@ -38,9 +38,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_reject_on_worker_lost=True,
         # An unacknowledged prefetched command must not wait behind a slow one.
         worker_prefetch_multiplier=1,
-        # A fresh process now and then keeps memory flat over millions of commands,
-        # whatever a library holds on to; the replacement waits for the task to finish.
-        worker_max_tasks_per_child=settings.max_tasks_per_child or None,
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=max(1, settings.task_time_limit - 10),
         # Otherwise a task keeps running after the connection drops *and* is redelivered.

@@ -139,12 +139,6 @@ class Settings:
         "seconds a send may spend retrying an unreachable broker before it fails",
         default=10.0,
     )
-    max_tasks_per_child: int = _env(
-        "ORDERS_MAX_TASKS_PER_CHILD",
-        _integer(0),
-        "tasks a prefork worker process runs before it is replaced (0: never)",
-        default=10_000,
-    )
     db_retries: int = _env(
         "ORDERS_DB_RETRIES",
         _integer(0),
