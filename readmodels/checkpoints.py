@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 
 from readmodels.tables import parked_events, projection_checkpoints
 from store.codec import as_utc
+from store.engine import upsert_insert
 from store.global_log import Checkpoint, RecordedEvent
 
 
@@ -46,7 +46,6 @@ def save_state(
     stuck: bool = False,
     error: str | None = None,
 ) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     row = {
         "name": name,
         "transaction_id": checkpoint.transaction_id,
@@ -55,13 +54,12 @@ def save_state(
         "error": error,
         "updated_at": datetime.now(UTC),
     }
-    insert = dialect.insert(projection_checkpoints).values(row)
+    insert = upsert_insert(conn, projection_checkpoints).values(row)
     update = {key: insert.excluded[key] for key in row if key != "name"}
     conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_=update))
 
 
 def park(conn: Connection, name: str, recorded: RecordedEvent, error: str) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     row = {
         "projection": name,
         "event_id": recorded.event_id,
@@ -71,7 +69,7 @@ def park(conn: Connection, name: str, recorded: RecordedEvent, error: str) -> No
         "error": error,
         "parked_at": datetime.now(UTC),
     }
-    insert = dialect.insert(parked_events).values(row)
+    insert = upsert_insert(conn, parked_events).values(row)
     update = {"error": insert.excluded.error, "parked_at": insert.excluded.parked_at}
     conn.execute(
         insert.on_conflict_do_update(index_elements=["projection", "event_id"], set_=update)

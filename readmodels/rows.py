@@ -13,12 +13,12 @@ from typing import Any
 
 from psycopg2.extras import execute_values
 from sqlalchemy import Connection, Table, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from readmodels.projection import Key, Row
 from store.codec import as_utc
+from store.engine import upsert_insert
 
 UPSERT_PAGE = 1_000
 
@@ -114,8 +114,7 @@ def _upsert_sql(quote: IdentifierPreparer, table: Table) -> tuple[str, tuple[str
 
 
 def _upsert(conn: Connection, table: Table) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(table)
+    insert = upsert_insert(conn, table)
     keys = [column.name for column in table.primary_key.columns]
     values = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in keys}
     return insert.on_conflict_do_update(index_elements=keys, set_=values)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from readmodels.apply import apply_batch
 from readmodels.checkpoints import park, read_state, save_state, try_lock, unpark
@@ -24,14 +24,12 @@ from readmodels.projection import Projection
 from readmodels.projections import PROJECTIONS
 from readmodels.rows import TableRows
 from readmodels.wake import RerunRequests
-from store.engine import WRITE
+from store.engine import UNREACHABLE, WRITE
 from store.global_log import GlobalLogReader, RecordedEvent
 
 log = logging.getLogger(__name__)
 
 RunState = Literal["caught_up", "held_back", "busy", "stuck", "failed"]
-# The database itself is unreachable: worth retrying the whole run, not parking anything.
-UNREACHABLE = (OperationalError, InterfaceError)
 
 
 @dataclass(frozen=True)

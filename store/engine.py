@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 WRITE = {"orders_write": True}
 """Execution options for a transaction that writes: on SQLite it takes the write lock
 at BEGIN, so two writers queue instead of failing to upgrade a read lock."""
+
+
+UNREACHABLE = (OperationalError, InterfaceError)
+"""Errors that mean the database cannot be reached now: worth waiting out, never the
+fault of the command or event at hand."""
+
+
+def upsert_insert(conn: Connection, table: Table) -> Any:
+    """An INSERT with ON CONFLICT clauses, in the dialect of ``conn`` (both support them)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 def build_engine(url: str, **kwargs: Any) -> Engine:

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from commands import Outcome
@@ -23,7 +22,7 @@ from domain.ports import StreamState
 from domain.snapshots import Snapshot
 from domain.upcasting import event_from_stored
 from store.codec import EVENT_COLUMNS, as_utc, event_from_row, event_to_row
-from store.engine import WRITE
+from store.engine import WRITE, upsert_insert
 from store.postgres_sql import LOAD_STREAM, append_statement
 from store.schema import command_log, events, snapshots
 
@@ -233,7 +232,7 @@ class SqlEventStore:
             "taken_at": datetime.now(UTC),
         }
         with self._writer.begin() as conn:
-            stmt = _insert(conn, snapshots).values(row)
+            stmt = upsert_insert(conn, snapshots).values(row)
             # Only ever move a snapshot forward: a slow writer must not replace a newer one.
             newer = stmt.excluded.version > snapshots.c.version
             update = {key: stmt.excluded[key] for key in ("version", "schema_version", "state")}
@@ -265,18 +264,12 @@ class SqlEventStore:
         }
         # DO NOTHING is right here, unlike on events: a second delivery of a command must
         # find the first one's outcome, and the caller is told so.
-        stmt = _insert(conn, command_log).values(row).on_conflict_do_nothing()
+        stmt = upsert_insert(conn, command_log).values(row).on_conflict_do_nothing()
         if conn.execute(stmt).rowcount == 0:
             raise DuplicateCommand(outcome.command_id)
 
     def _stream(self, aggregate_id: str) -> str:
         return f"{self._aggregate_type}-{aggregate_id}"
-
-
-def _insert(conn: Connection, table: Table) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    insert: Insert = dialect.insert(table)
-    return insert
 
 
 def _is_version_clash(violation: IntegrityError) -> bool:

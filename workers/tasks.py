@@ -12,7 +12,6 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.signals import task_internal_error
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from commands import Outcome
 from commands.envelope import InvalidEnvelope, decode
@@ -22,14 +21,13 @@ from commands.transport import (
     SWEEP_PROJECTIONS,
     WAKE_PROJECTIONS,
 )
+from store.engine import UNREACHABLE
 from workers import runtime
 from workers.bootstrap import Services
 from workers.poison import reject_invalid, reject_unrunnable, reject_wrong_arguments
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "the database is not reachable now", worth waiting out.
-DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
 MAX_RETRY_DELAY = 30.0
 HELD_BACK_RETRY_DELAY = 0.25
 HELD_BACK_LOOKS = 40
@@ -44,7 +42,7 @@ def handle_command(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
             outcome = _decide(services, args[0], task.request.id)
         else:
             outcome = reject_wrong_arguments(services, args, kwargs, task.request.id)
-    except DATABASE_UNREACHABLE as unreachable:
+    except UNREACHABLE as unreachable:
         return _retry_or_fail(task, services, unreachable).to_dict()
     if outcome.accepted:
         _wake_projections(task.app, services)
@@ -57,7 +55,7 @@ def wake_projections(task: Task, looks: int = 0) -> None:
     services.debouncer.release()
     try:
         results = services.runner.run_all()
-    except DATABASE_UNREACHABLE as unreachable:
+    except UNREACHABLE as unreachable:
         # The sweep would catch up too; retrying keeps the models fresh sooner.
         raise task.retry(exc=unreachable, countdown=1.0, max_retries=5) from unreachable
     held_back = any(result.state == "held_back" for result in results)
@@ -86,7 +84,7 @@ def _decide(services: Services, envelope: Any, task_id: str | None) -> Outcome:
         return reject_invalid(services, envelope, invalid, task_id)
     try:
         return services.handler.handle(command)
-    except DATABASE_UNREACHABLE:
+    except UNREACHABLE:
         raise
     except Exception as error:
         # A bug or corrupt stored data: fail this command, keep the worker going.
