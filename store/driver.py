@@ -12,8 +12,9 @@ from sqlalchemy.exc import DBAPIError
 
 
 @contextmanager
-def driver_cursor(conn: Connection) -> Iterator[Any]:
-    """A cursor on ``conn``'s driver connection, inside whatever transaction it is in.
+def driver_cursor(conn: Connection, name: str | None = None) -> Iterator[Any]:
+    """A cursor on ``conn``'s driver connection, inside whatever transaction it is in;
+    with a ``name``, a server-side one, which hands rows over a batch at a time.
 
     Errors come out as SQLAlchemy raises them (``IntegrityError``, ``OperationalError``,
     ...), and a connection the server dropped is invalidated, as SQLAlchemy would.
@@ -21,7 +22,7 @@ def driver_cursor(conn: Connection) -> Iterator[Any]:
     driver_error = conn.dialect.loaded_dbapi.Error
     dbapi_connection = conn.connection.dbapi_connection
     assert dbapi_connection is not None
-    cursor = dbapi_connection.cursor()
+    cursor = dbapi_connection.cursor(name) if name else dbapi_connection.cursor()
     try:
         yield cursor
     except driver_error as error:

@@ -14,6 +14,7 @@ SQLite has one writer at a time, so position order is commit order there.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -67,7 +68,6 @@ _GAP_FREE_AFTER = """
     WHERE (transaction_id, position) > (%(transaction_id)s::xid8, %(position)s)
       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
     ORDER BY events.transaction_id, events.position
-    LIMIT %(limit)s
 """
 
 _BACKLOG = text(
@@ -106,7 +106,7 @@ class GlobalLogReader:
         """The same, inside the caller's transaction (a projection's, say)."""
         if conn.dialect.name == "postgresql":
             with driver_cursor(conn) as cursor:
-                cursor.execute(_GAP_FREE_AFTER, _params(after, limit=limit))
+                cursor.execute(_GAP_FREE_AFTER + " LIMIT %(limit)s", _params(after, limit=limit))
                 return [_recorded(*row) for row in cursor.fetchall()]
         else:
             query = (
@@ -125,6 +125,28 @@ class GlobalLogReader:
             )
             for row in rows
         ]
+
+    def batches_in(
+        self, conn: Connection, after: Checkpoint, size: int
+    ) -> Generator[list[RecordedEvent], None, None]:
+        """Everything ``read_in`` returns after ``after``, ``size`` events at a time, for a
+        pass over the whole log (rebuild, verify). ``conn`` must be in a transaction, and
+        the caller must close the iterator before leaving it (``contextlib.closing``).
+
+        On PostgreSQL it is one query on a server-side cursor, which walks the index
+        once. A LIMIT query per batch finds its place again each time, and with the
+        statistics stale after a bulk load the planner did so by sorting every row
+        left, per batch: a pass over 100,000 events spent 12 us an event there.
+        """
+        if conn.dialect.name != "postgresql":
+            while batch := self.read_in(conn, after, size):
+                yield batch
+                after = batch[-1].checkpoint
+            return
+        with driver_cursor(conn, name="orders_log_pass") as cursor:
+            cursor.execute(_GAP_FREE_AFTER, _params(after))
+            while rows := cursor.fetchmany(size):
+                yield [_recorded(*row) for row in rows]
 
     def holds_back(self, conn: Connection, after: Checkpoint) -> bool:
         """Whether rows after ``after`` exist that ``read`` does not return yet (their

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -38,6 +39,21 @@ def append_history(store: SqlEventStore) -> list[str]:
     append("order-c", 1, [item_added("order-c", 2, item_id="kiwi")])
     append("order-a", 3, [item_added("order-a", 4, item_id="plum")])
     return committed
+
+
+def whole_pass(
+    engine: Engine, reader: GlobalLogReader, after: Checkpoint, size: int
+) -> list[RecordedEvent]:
+    """What a rebuild reads: ``batches_in`` from ``after`` to the end, sizes checked."""
+    with (
+        engine.connect() as conn,
+        conn.begin(),
+        closing(reader.batches_in(conn, after, size)) as batches,
+    ):
+        read = list(batches)
+    assert all(1 <= len(batch) <= size for batch in read)
+    assert all(len(batch) == size for batch in read[:-1])
+    return [recorded for batch in read for recorded in batch]
 
 
 def read_everything(reader: GlobalLogReader, count: int) -> list[RecordedEvent]:
@@ -130,6 +146,21 @@ def test_reading_in_batches_repeats_and_skips_nothing(engine: Engine, limit: int
     assert subscriber.poll() == []
 
 
+@pytest.mark.parametrize("size", [1, 3, 100])
+def test_a_whole_pass_in_batches_reads_what_the_reader_reads(engine: Engine, size: int) -> None:
+    committed = append_history(SqlEventStore(engine))
+    reader = GlobalLogReader(engine)
+    everything = read_everything(reader, len(committed))
+
+    passed = whole_pass(engine, reader, Checkpoint(), size)
+    rest = whole_pass(engine, reader, everything[3].checkpoint, size)
+
+    assert ids(passed) == committed
+    assert [r.checkpoint for r in passed] == [r.checkpoint for r in everything]
+    assert ids(rest) == committed[4:]
+    assert whole_pass(engine, reader, everything[-1].checkpoint, size) == []
+
+
 def test_events_appended_later_are_read_after_the_checkpoint(engine: Engine) -> None:
     store = SqlEventStore(engine)
     committed = append_history(store)
@@ -176,6 +207,7 @@ class Interleaving:
     a_before_b_in_xid_order: bool
     seen_while_a_open: list[str]
     full_read_while_a_open: list[str]
+    full_pass_while_a_open: list[str]
     delivered: list[str]
 
 
@@ -206,6 +238,7 @@ def interleave(pg: Engine, reader: GlobalLogReader, settle: float) -> Interleavi
 
         seen_while_open = ids(subscriber.poll())
         full_read_while_open = ids(reader.read(Checkpoint()))
+        full_pass_while_open = ids(whole_pass(pg, reader, Checkpoint(), size=1))
         transaction_a.commit()
     finally:
         conn_a.close()
@@ -219,6 +252,7 @@ def interleave(pg: Engine, reader: GlobalLogReader, settle: float) -> Interleavi
         a_before_b_in_xid_order=xid_a < xid_b,
         seen_while_a_open=seen_while_open,
         full_read_while_a_open=full_read_while_open,
+        full_pass_while_a_open=full_pass_while_open,
         delivered=ids(subscriber.delivered),
     )
 
@@ -228,6 +262,7 @@ def assert_gap_free(run: Interleaving) -> None:
     # While A is open nothing newer than A may be handed out: B would pass A's place.
     assert run.seen_while_a_open == []
     assert run.full_read_while_a_open == [run.old]
+    assert run.full_pass_while_a_open == [run.old]
     # Once A commits, both arrive, A first, and nothing was skipped or repeated.
     assert run.delivered == [run.old, run.a, run.b]
 
@@ -254,6 +289,7 @@ def test_without_the_xmin_guard_the_late_commit_would_be_skipped(
     run = interleave(pg, GlobalLogReader(pg), settle=1)
 
     assert run.seen_while_a_open == [run.b]
+    assert run.full_pass_while_a_open == [run.old, run.b]
     assert run.delivered == [run.old, run.b]  # A is skipped for good
     assert run.a in ids(GlobalLogReader(pg).read(Checkpoint()))  # ... though it is there
     with pytest.raises(AssertionError):

@@ -3,6 +3,7 @@ rebuild, verify, parking a poison event, and never skipping a late commit."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -251,6 +252,7 @@ def test_rebuild_equals_incremental(engine: Engine) -> None:
     assert snapshot_checkpoints(engine, with_time=False) == checkpoints
     assert verify_all(system) == []
     assert not [name for name in inspect(engine).get_table_names() if "__rebuild" in name]
+    assert gc.isenabled()
 
 
 def test_rebuild_replaces_a_damaged_table_and_continues_incrementally(engine: Engine) -> None:
@@ -577,6 +579,7 @@ def test_rebuild_of_a_still_broken_projection_fails_and_keeps_the_live_table(
 
     assert flaky.rows(engine) == before
     assert system.status()["flaky"].stuck
+    assert gc.isenabled()  # the pass pauses the cycle collector, a failure too restores it
 
     flaky.failing = False
     rebuild(engine, system.reader, order_history(system.store), flaky.projection)
