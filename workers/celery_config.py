@@ -38,8 +38,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_reject_on_worker_lost=True,
         # An unacknowledged prefetched command must not wait behind a slow one.
         worker_prefetch_multiplier=1,
+        # The soft limit raises in the task, so a command that overruns it is recorded as
+        # failed and its producer told; the hard one kills the process 10 s later.
         task_time_limit=settings.task_time_limit,
-        task_soft_time_limit=max(1, settings.task_time_limit - 10),
+        task_soft_time_limit=_soft(settings.task_time_limit),
+        # Commands get their own, short limit. The pool keeps a timer per task until its
+        # soft limit passes, even after the task is done (about 0.5 kB each; celery#5200):
+        # 25,000 commands at 400/s grew the worker by 35 MB under 300 s, by 3 MB under 30 s.
+        task_annotations={
+            HANDLE_COMMAND: {
+                "time_limit": settings.command_time_limit,
+                "soft_time_limit": _soft(settings.command_time_limit),
+            }
+        },
         # Otherwise a task keeps running after the connection drops *and* is redelivered.
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
@@ -70,6 +81,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         worker_redirect_stdouts=False,
     )
     return config
+
+
+def _soft(limit: int) -> int:
+    return max(1, limit - 10)
 
 
 def _queue(name: str) -> Queue:

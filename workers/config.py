@@ -115,6 +115,12 @@ class Settings:
     task_time_limit: int = _env(
         "ORDERS_TASK_TIME_LIMIT", _integer(1), "hard limit in seconds for one task", default=300
     )
+    command_time_limit: int = _env(
+        "ORDERS_COMMAND_TIME_LIMIT",
+        _integer(1),
+        "hard limit in seconds for one command; a command takes milliseconds",
+        default=30,
+    )
     conflict_attempts: int = _env(
         "ORDERS_CONFLICT_ATTEMPTS",
         _integer(1),
@@ -165,12 +171,17 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        if self.visibility_timeout <= self.task_time_limit:
-            # Otherwise Redis hands a still-running command to a second worker.
-            raise ConfigError(
-                f"ORDERS_VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be above "
-                f"ORDERS_TASK_TIME_LIMIT ({self.task_time_limit})"
-            )
+        limits = [
+            ("ORDERS_TASK_TIME_LIMIT", self.task_time_limit),
+            ("ORDERS_COMMAND_TIME_LIMIT", self.command_time_limit),
+        ]
+        for variable, limit in limits:
+            if self.visibility_timeout <= limit:
+                # Otherwise Redis hands a still-running task to a second worker.
+                raise ConfigError(
+                    f"ORDERS_VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be above "
+                    f"{variable} ({limit})"
+                )
 
     @property
     def embedded(self) -> bool:

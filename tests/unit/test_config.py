@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 
+from commands.transport import HANDLE_COMMAND, WAKE_PROJECTIONS
+from workers import tasks
+from workers.celery_config import celery_config
 from workers.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +29,7 @@ DEFAULTS = {
     "result_backend": None,
     "visibility_timeout": 3600,
     "task_time_limit": 300,
+    "command_time_limit": 30,
     "conflict_attempts": 10,
     "snapshot_every": 100,
     "result_expires": 86_400,
@@ -114,6 +119,7 @@ PARSED = [
     ("ORDERS_RESULT_BACKEND", "cache+memory://", "result_backend"),
     ("ORDERS_VISIBILITY_TIMEOUT", "7200", "visibility_timeout"),
     ("ORDERS_TASK_TIME_LIMIT", "60", "task_time_limit"),
+    ("ORDERS_COMMAND_TIME_LIMIT", "5", "command_time_limit"),
     ("ORDERS_CONFLICT_ATTEMPTS", "1", "conflict_attempts"),
     ("ORDERS_SNAPSHOT_EVERY", "0", "snapshot_every"),
     ("ORDERS_RESULT_EXPIRES", "60", "result_expires"),
@@ -148,6 +154,7 @@ def test_all_variables_at_once() -> None:
             "ORDERS_RESULT_BACKEND": "redis://redis:6379/1",
             "ORDERS_VISIBILITY_TIMEOUT": "900",
             "ORDERS_TASK_TIME_LIMIT": "120",
+            "ORDERS_COMMAND_TIME_LIMIT": "15",
             "ORDERS_CONFLICT_ATTEMPTS": "30",
             "ORDERS_SNAPSHOT_EVERY": "5",
             "ORDERS_RESULT_EXPIRES": "3600",
@@ -163,6 +170,7 @@ def test_all_variables_at_once() -> None:
         "result_backend": "redis://redis:6379/1",
         "visibility_timeout": 900,
         "task_time_limit": 120,
+        "command_time_limit": 15,
         "conflict_attempts": 30,
         "snapshot_every": 5,
         "result_expires": 3600,
@@ -196,6 +204,7 @@ def test_a_number_setting_refuses_a_non_number(spec: dataclasses.Field[Any], raw
 BELOW_MINIMUM = [
     ("ORDERS_VISIBILITY_TIMEOUT", "0", "must be at least 1, got 0"),
     ("ORDERS_TASK_TIME_LIMIT", "0", "must be at least 1, got 0"),
+    ("ORDERS_COMMAND_TIME_LIMIT", "0", "must be at least 1, got 0"),
     ("ORDERS_CONFLICT_ATTEMPTS", "0", "must be at least 1, got 0"),
     ("ORDERS_SNAPSHOT_EVERY", "-1", "must be at least 0, got -1"),
     ("ORDERS_RESULT_EXPIRES", "0", "must be at least 1, got 0"),
@@ -270,6 +279,19 @@ def test_a_visibility_timeout_not_above_the_task_time_limit_is_refused(
     assert message == (
         f"ORDERS_VISIBILITY_TIMEOUT ({visibility}) must be above "
         f"ORDERS_TASK_TIME_LIMIT ({limit or 300})"
+    )
+
+
+def test_a_visibility_timeout_not_above_the_command_time_limit_is_refused() -> None:
+    env = {
+        "ORDERS_VISIBILITY_TIMEOUT": "40",
+        "ORDERS_TASK_TIME_LIMIT": "20",
+        "ORDERS_COMMAND_TIME_LIMIT": "40",
+    }
+
+    assert (
+        refused(env)
+        == "ORDERS_VISIBILITY_TIMEOUT (40) must be above ORDERS_COMMAND_TIME_LIMIT (40)"
     )
 
 
@@ -358,3 +380,19 @@ def test_describe_lists_every_setting_with_its_value_and_meaning() -> None:
     assert shown["ORDERS_DATABASE_URL"] == "sqlite:///orders.db"
     assert shown["ORDERS_RESULT_BACKEND"] == "None"
     assert all(meaning for _, _, meaning in rows)
+
+
+# -- what the worker does with them -------------------------------------------------------
+
+
+def test_commands_run_under_their_own_time_limit_and_other_tasks_under_the_task_one() -> None:
+    settings = Settings.from_env(
+        {"ORDERS_TASK_TIME_LIMIT": "200", "ORDERS_COMMAND_TIME_LIMIT": "25"}
+    )
+    app = Celery("orders", set_as_current=False)  # as create_app builds it, minus the runtime
+    app.conf.update(celery_config(settings))
+    tasks.register(app)
+
+    command, wake = app.tasks[HANDLE_COMMAND], app.tasks[WAKE_PROJECTIONS]
+    assert (command.soft_time_limit, command.time_limit) == (15, 25)
+    assert (wake.soft_time_limit, wake.time_limit) == (190, 200)
