@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 
 def rate(work: Callable[[int], None], per_thread: int, threads: int) -> float:
@@ -36,6 +36,18 @@ def rate(work: Callable[[int], None], per_thread: int, threads: int) -> float:
 
 def median_of(repeats: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(repeats))
+
+
+def interleaved_medians(
+    repeats: int, measures: Mapping[str, Callable[[], float]]
+) -> dict[str, float]:
+    """The median of each measure, the measures taking turns: a machine that slows down
+    mid-run slows every figure alike, and the ratios between them hold."""
+    samples: dict[str, list[float]] = {key: [] for key in measures}
+    for _ in range(repeats):
+        for key, measure in measures.items():
+            samples[key].append(measure())
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def percentile(values: Sequence[float], share: float) -> float:
