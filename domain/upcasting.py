@@ -69,8 +69,10 @@ def event_from_stored(
     if cls is None:
         raise UnknownEventType(event_type)
     try:
+        if schema_version != cls.schema_version:
+            data = upcast(event_type, schema_version, data)
         return cls.from_data(
-            upcast(event_type, schema_version, data),
+            data,
             aggregate_id=aggregate_id,
             version=version,
             event_id=event_id,

@@ -91,7 +91,7 @@ class SqlEventStore:
         recorded, snapshot, stream = None, None, []
         # Plain tuples, fetched at once: this is the hot path of every command.
         rows = LOAD_STREAM.run(self._engine, params)
-        for part, version, schema, event_type, event_id, data, *causes, recorded_at in rows:
+        for part, version, schema, event_type, event_id, data, command, cause, causer, at in rows:
             if part == 2:
                 stream.append(
                     event_from_stored(
@@ -101,8 +101,8 @@ class SqlEventStore:
                         aggregate_id=aggregate_id,
                         version=version,
                         event_id=event_id,
-                        timestamp=as_utc(recorded_at),
-                        metadata=EventMetadata(*causes),
+                        timestamp=as_utc(at),
+                        metadata=EventMetadata(command, cause, causer),
                     )
                 )
             elif part == 1:
