@@ -18,7 +18,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from benchmarks.measure import percentile
 from commands import CreateOrder
 from commands.client import CommandClient
 from readmodels.maintenance import status
@@ -187,7 +186,3 @@ def _children(pid: int) -> list[int]:
         children = (task / "children").read_text().split()
         found += [int(child) for child in children]
     return found
-
-
-def p50_p99(values: list[float]) -> tuple[float, float]:
-    return percentile(values, 0.50), percentile(values, 0.99)

@@ -137,7 +137,7 @@ def rebuild_eps(url: str, event_count: int) -> float:
     try:
         _insert(engine, list(orders_log(event_count // 10)))
         store = SqlEventStore(engine)
-        # The log also holds the events of the parts run before: count what was rebuilt.
+        # Counted as rebuilt, so the figure stays true on a log holding other events too.
         batches: list[int] = []
         started = time.perf_counter()
         rebuild(

@@ -31,3 +31,19 @@ def test_the_quick_benchmark_writes_every_figure(
         assert isinstance(figures[key], float | int) and math.isfinite(figures[key]), key
         assert figures[key] > 0, key
     assert "handler, 4 threads" in result.stdout  # the table a reader gets
+
+
+def test_the_quick_scaling_run_writes_a_figure_per_worker_count(
+    tmp_path: Path, postgres_url: str, redis_url: str, pg: Engine
+) -> None:
+    env = {"ORDERS_DATABASE_URL": postgres_url, "ORDERS_BROKER_URL": redis_url}
+    out = tmp_path / "scaling.json"
+
+    result = orders("bench", "--scaling", "--quick", "--json", str(out), env=env, timeout=600)
+
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    expected = {f"{app}_tps_{n}p" for app in ("noop", "orders") for n in (1, 2, 4)}
+    assert expected <= figures.keys(), expected - figures.keys()
+    assert all(math.isfinite(figures[key]) and figures[key] > 0 for key in expected)
+    assert "worker processes" in result.stdout

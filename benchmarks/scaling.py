@@ -1,0 +1,39 @@
+"""How pipeline throughput scales with worker processes: the no-op task and real
+commands through one ``celery worker`` at ``--concurrency`` 1, 2 and 4, one producer."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+
+from benchmarks import pipeline
+from commands.client import CommandClient
+
+PROCESSES = (1, 2, 4)
+APPS = {"noop": "benchmarks.noop_app", "orders": "workers.app"}
+
+
+def scaling(env: Mapping[str, str], commands: int, repeats: int) -> dict[str, float]:
+    """``<noop|orders>_tps_<n>p``: the median of ``repeats`` runs of ``commands`` each."""
+    client = CommandClient(env["ORDERS_BROKER_URL"], env["ORDERS_RESULT_BACKEND"])
+    results: dict[str, float] = {}
+    try:
+        for label, app in APPS.items():
+            for processes in PROCESSES:
+                with pipeline.worker(app, env, queues="orders.commands", concurrency=processes):
+                    pipeline.wait_ready(client)
+                    pipeline.throughput(client, 100)  # every pool process warmed up
+                    results[f"{label}_tps_{processes}p"] = statistics.median(
+                        pipeline.throughput(client, commands) for _ in range(repeats)
+                    )
+    finally:
+        client.close()
+    return results
+
+
+def table(results: Mapping[str, float]) -> str:
+    lines = [f"{'worker processes':<18} {'no-op (task/s)':>15} {'orders (cmd/s)':>15} {'ratio':>7}"]
+    for processes in PROCESSES:
+        noop, orders = results[f"noop_tps_{processes}p"], results[f"orders_tps_{processes}p"]
+        lines.append(f"{processes:<18} {noop:>15.1f} {orders:>15.1f} {orders / noop:>7.2f}")
+    return "\n".join(lines)
