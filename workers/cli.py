@@ -144,7 +144,12 @@ def beat(loglevel: str) -> None:
 @cli.command()
 @click.option("--quick", is_flag=True, help="Every part at a small size, in about a minute.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def bench(quick: bool, json_path: Path | None) -> None:
+@click.option(
+    "--scaling",
+    is_flag=True,
+    help="Instead: pipeline throughput with 1, 2 and 4 worker processes, no-op and real.",
+)
+def bench(quick: bool, json_path: Path | None, scaling: bool) -> None:
     """Measure throughput, latency, freshness, replay and memory beside their limits.
 
     Needs PostgreSQL and Redis (ORDERS_DATABASE_URL, ORDERS_BROKER_URL); it works in a
@@ -152,7 +157,7 @@ def bench(quick: bool, json_path: Path | None) -> None:
     """
     from benchmarks.run import run
 
-    run(quick, json_path)
+    run(quick, json_path, only_scaling=scaling)
 
 
 @cli.command()
