@@ -6,10 +6,11 @@ fork corrupts both ends, so each child drops what it inherited and builds its ow
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from workers.bootstrap import Services, bootstrap
 from workers.config import Settings
@@ -49,5 +50,13 @@ def _on_shutdown(**_: Any) -> None:
         _services = None
 
 
+def _freeze_start_up_objects(**_: Any) -> None:
+    # What the parent built at start-up lives as long as the worker. Frozen, the cycle
+    # collector no longer walks it, and in the pool processes forked next it no longer
+    # writes to those inherited pages, which would make each a private copy.
+    gc.freeze()
+
+
+worker_init.connect(_freeze_start_up_objects, weak=False)
 worker_process_init.connect(_after_fork, weak=False)
 worker_process_shutdown.connect(_on_shutdown, weak=False)
