@@ -62,6 +62,7 @@ VISIBILITY_TIMEOUT = 4
 CRASH_ENV = {
     "ORDERS_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
     "ORDERS_TASK_TIME_LIMIT": "3",
+    "ORDERS_COMMAND_TIME_LIMIT": "3",
 }
 ORDERS = [f"crash-{n:02d}" for n in range(20)]
 PRICES = {"apple": Decimal("1.50"), "banana": Decimal("0.75"), "cherry": Decimal("2.25")}
