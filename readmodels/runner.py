@@ -95,6 +95,7 @@ class ProjectionRunner:
             try:
                 state, count = self._run_batch(projection, limit, first=not holding)
                 holding = True
+                applied += count
                 if state in ("caught_up", "held_back") and self._reruns.take(name):
                     continue  # another run asked while this one held the lock
             except _RowsRefused as refused:
@@ -105,7 +106,6 @@ class ProjectionRunner:
                     continue
                 self._park_refused(projection, refused)
                 return RunResult(name, applied, "stuck")
-            applied += count
             if state is not None:
                 return RunResult(name, applied, state)
 
@@ -150,6 +150,11 @@ class ProjectionRunner:
             checkpoint = batch[applied - 1].checkpoint if applied else state.checkpoint
             if failure is None:
                 save_state(conn, name, checkpoint)
+                if len(batch) < limit:
+                    # Everything readable was read: say so now rather than in another
+                    # transaction that would find nothing (a third of a wake-up's work).
+                    held = self._reader.holds_back(conn, checkpoint)
+                    return ("held_back" if held else "caught_up"), applied
                 return None, applied
             reason = failure.describe()
             park(conn, name, failure.recorded, reason)

@@ -663,6 +663,27 @@ def assert_late_commit_projected(run: LateCommit) -> None:
     assert run.differences == []
 
 
+def test_a_run_that_stops_behind_an_open_transaction_says_held_back(pg: Engine) -> None:
+    """The run applies what is readable and reports the rest as held back, not as
+    caught up: its caller (the wake-up) looks again only on ``held_back``."""
+    system = System(pg)
+    system.send(create("o-c", "cat"))  # committed before A began: readable
+    conn_a = pg.connect()
+    try:
+        transaction_a = conn_a.begin()
+        conn_a.execute(events.insert(), event_to_row(created("o-a", customer_id="amy")))
+        system.send(create("o-b", "ben"))  # committed after A began: held back
+        results = system.runner.run_all()
+        transaction_a.commit()
+    finally:
+        conn_a.close()
+
+    assert {(r.state, r.applied) for r in results} == {("held_back", 1)}
+    assert summary_ids(pg) == {"o-c"}
+    assert {(r.state, r.applied) for r in system.runner.run_all()} == {("caught_up", 2)}
+    assert summary_ids(pg) == {"o-a", "o-b", "o-c"}
+
+
 def test_a_transaction_open_across_a_later_commit_is_projected(pg: Engine) -> None:
     run = late_commit(pg, settle=30)
 
