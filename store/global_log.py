@@ -78,10 +78,15 @@ _BACKLOG = text(
     """
 )
 
+# Not ``EXISTS (...)``: for that the planner expects matches spread through the table
+# and scans it from the start, while the rows after a checkpoint are all at its end
+# (12 ms at 120,000 events, on every caught-up run). In index order the first one ends it.
 _ANY_AFTER = text(
     """
-    SELECT EXISTS (SELECT 1 FROM events
-                    WHERE (transaction_id, position) > (CAST(:transaction_id AS xid8), :position))
+    SELECT 1 FROM events
+    WHERE (transaction_id, position) > (CAST(:transaction_id AS xid8), :position)
+    ORDER BY events.transaction_id, events.position
+    LIMIT 1
     """
 )
 
@@ -153,7 +158,7 @@ class GlobalLogReader:
         transactions, or older ones, are still open). Never on SQLite."""
         if conn.dialect.name != "postgresql":
             return False
-        return bool(conn.execute(_ANY_AFTER, _params(after)).scalar_one())
+        return conn.execute(_ANY_AFTER, _params(after)).first() is not None
 
     def backlog(self, conn: Connection, after: Checkpoint) -> Backlog:
         if conn.dialect.name == "postgresql":

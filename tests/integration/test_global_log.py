@@ -352,3 +352,18 @@ def test_transaction_ids_are_ordered_as_numbers_not_as_text(pg: Engine) -> None:
     assert [r.event_id for r in after_nine] == [second.event_id]
     with pg.connect() as conn:
         assert reader.head(conn).transaction_id == 10
+
+
+def test_asking_whether_rows_are_held_back_reads_the_index_not_the_log(pg: Engine) -> None:
+    """Regression: asked as ``EXISTS (...)``, the planner scanned the table from its
+    start, expecting matches spread through it, while the rows after a checkpoint are
+    all at its end: 12 ms at 120,000 events, on every caught-up run of every projection."""
+    with pg.begin() as conn:
+        conn.execute(events.insert(), [event_to_row(created(f"o-{n}")) for n in range(5_000)])
+    with pg.connect() as conn:
+        head = GlobalLogReader(pg).head(conn)
+        query = text("EXPLAIN " + str(global_log._ANY_AFTER))
+        plan = "\n".join(conn.execute(query, global_log._params(head)).scalars())
+
+    assert "Index" in plan, plan
+    assert "Seq Scan" not in plan, plan
