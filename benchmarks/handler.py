@@ -105,11 +105,10 @@ def _per_thread(items: list[T]) -> Callable[[], T]:
     local = threading.local()
 
     def mine() -> T:
-        try:
-            return local.item  # type: ignore[no-any-return]
-        except AttributeError:
+        item: T | None = getattr(local, "item", None)
+        if item is None:
             with lock:
-                local.item = next(left)
-            return local.item  # type: ignore[no-any-return]
+                item = local.item = next(left)
+        return item
 
     return mine

@@ -62,6 +62,17 @@ def worker(
             process.wait()
 
 
+@contextmanager
+def warm_worker(
+    client: CommandClient, app: str, env: Mapping[str, str], *, concurrency: int
+) -> Iterator[subprocess.Popen[str]]:
+    """A worker on the commands queue that has answered, every pool process warmed up."""
+    with worker(app, env, queues="orders.commands", concurrency=concurrency) as process:
+        wait_ready(client)
+        throughput(client, 100)
+        yield process
+
+
 def wait_ready(client: CommandClient, timeout: float = 60) -> None:
     """Until a worker answers a command (cheaper than parsing its log)."""
     receipt = client.send(CreateOrder(f"ready-{uuid.uuid4()}", "bench"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -89,22 +89,20 @@ def replay(url: str, lengths: tuple[int, ...], repeats: int) -> dict[str, float]
 @contextmanager
 def raw_reader(url: str, order_id: str) -> Iterator[Callable[[], None]]:
     """Selecting an order's rows with psycopg2, connected and warmed up."""
-    with psycopg2.connect(libpq_dsn(url)) as conn:
+    with closing(psycopg2.connect(libpq_dsn(url))) as conn, conn.cursor() as cursor:
         conn.autocommit = True
-        with conn.cursor() as cursor:
 
-            def read() -> None:
-                cursor.execute(
-                    "SELECT version, event_type, schema_version, event_id, data, metadata, "
-                    "recorded_at FROM events WHERE aggregate_type = %s AND aggregate_id = %s "
-                    "ORDER BY version",
-                    ("Order", order_id),
-                )
-                cursor.fetchall()
+        def read() -> None:
+            cursor.execute(
+                "SELECT version, event_type, schema_version, event_id, data, metadata, "
+                "recorded_at FROM events WHERE aggregate_type = %s AND aggregate_id = %s "
+                "ORDER BY version",
+                ("Order", order_id),
+            )
+            cursor.fetchall()
 
-            read()
-            yield read
-    conn.close()  # leaving ``with`` only ends the transaction
+        read()
+        yield read
 
 
 def orders_log(orders: int) -> Iterator[Event]:

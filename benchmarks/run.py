@@ -37,10 +37,31 @@ class Sizes:
 
     @classmethod
     def for_run(cls, quick: bool) -> Sizes:
+        lengths = (10, 1_000, 10_000)
         if quick:
-            return cls(1, 1, 60, 60, 150, 2.0, 2_000, (10, 1_000, 10_000), (300, 600))
-        # A handler run of 6,000 commands lasts a second or more: shorter ones were noise.
-        return cls(3, 5, 6_000, 1_500, 3_000, 10.0, 100_000, (10, 1_000, 10_000), (10_000, 100_000))
+            return cls(
+                repeats=1,
+                handler_repeats=1,
+                handler_commands=60,
+                peer_commands=60,
+                e2e_commands=150,
+                paced_seconds=2.0,
+                rebuild_events=2_000,
+                replay_lengths=lengths,
+                rss_commands=(300, 600),
+            )
+        return cls(
+            repeats=3,
+            handler_repeats=5,
+            # A handler run of 6,000 commands lasts a second or more: shorter ones were noise.
+            handler_commands=6_000,
+            peer_commands=1_500,
+            e2e_commands=3_000,
+            paced_seconds=10.0,
+            rebuild_events=100_000,
+            replay_lengths=lengths,
+            rss_commands=(10_000, 100_000),
+        )
 
 
 # (key, what it measures, the key it stands beside, the target ratio or limit)
@@ -149,16 +170,16 @@ def _pipeline(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
 
         def throughput_of(app: str) -> Callable[[], float]:
             def measure() -> float:
-                with pipeline.worker(app, env, queues="orders.commands", concurrency=2):
-                    pipeline.wait_ready(client)
-                    pipeline.throughput(client, 100)  # every pool process warmed up
+                with pipeline.warm_worker(client, app, env, concurrency=2):
                     return pipeline.throughput(client, sizes.e2e_commands)
 
             return measure
 
         # Both consume the commands queue, so they take turns a worker at a time.
-        measures = {"noop_tps": throughput_of("benchmarks.noop_app")}
-        measures["e2e_cps"] = throughput_of("workers.app")
+        measures = {
+            "noop_tps": throughput_of("benchmarks.noop_app"),
+            "e2e_cps": throughput_of("workers.app"),
+        }
         results.update(interleaved_medians(sizes.repeats, measures))
         with (
             pipeline.worker("workers.app", env, queues="orders.commands", concurrency=2),

@@ -20,9 +20,7 @@ def scaling(env: Mapping[str, str], commands: int, repeats: int) -> dict[str, fl
     try:
         for label, app in APPS.items():
             for processes in PROCESSES:
-                with pipeline.worker(app, env, queues="orders.commands", concurrency=processes):
-                    pipeline.wait_ready(client)
-                    pipeline.throughput(client, 100)  # every pool process warmed up
+                with pipeline.warm_worker(client, app, env, concurrency=processes):
                     results[f"{label}_tps_{processes}p"] = statistics.median(
                         pipeline.throughput(client, commands) for _ in range(repeats)
                     )
