@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg2
 
@@ -63,31 +63,7 @@ def raw_runs(url: str, threads: int, per_thread: int) -> Iterator[Callable[[], f
         mine = _per_thread(connections)
 
         def work(_: int) -> None:
-            conn = mine()
-            order_id = f"r-{uuid.uuid4()}"
-            with conn.cursor() as cursor:
-                cursor.execute(
-                    "SELECT version, event_type, schema_version, data, metadata, recorded_at "
-                    "FROM events WHERE aggregate_type = %s AND aggregate_id = %s "
-                    "ORDER BY version",
-                    ("Order", order_id),
-                )
-                cursor.fetchall()
-                cursor.execute(
-                    "INSERT INTO events (event_id, aggregate_type, aggregate_id, version, "
-                    "event_type, schema_version, data, metadata, recorded_at) "
-                    "VALUES (%s, %s, %s, 1, %s, 1, %s, %s, %s)",
-                    (
-                        str(uuid.uuid4()),
-                        "Order",
-                        order_id,
-                        "OrderCreated",
-                        json.dumps({"customer_id": "customer-1", "status": "created"}),
-                        json.dumps({}),
-                        datetime.now(UTC),
-                    ),
-                )
-            conn.commit()
+            raw_create_order(mine(), f"r-{uuid.uuid4()}", "customer-1")
 
         return rate(work, per_thread, threads)
 
@@ -96,6 +72,34 @@ def raw_runs(url: str, threads: int, per_thread: int) -> Iterator[Callable[[], f
     finally:
         for conn in connections:
             conn.close()
+
+
+def raw_create_order(conn: Any, order_id: str, customer_id: str) -> None:
+    """What the handler does for a new order, as psycopg2 alone does it: read the stream,
+    insert its first event, commit. The limit the handler and the pipeline stand beside."""
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT version, event_type, schema_version, data, metadata, recorded_at "
+            "FROM events WHERE aggregate_type = %s AND aggregate_id = %s "
+            "ORDER BY version",
+            ("Order", order_id),
+        )
+        cursor.fetchall()
+        cursor.execute(
+            "INSERT INTO events (event_id, aggregate_type, aggregate_id, version, "
+            "event_type, schema_version, data, metadata, recorded_at) "
+            "VALUES (%s, %s, %s, 1, %s, 1, %s, %s, %s)",
+            (
+                str(uuid.uuid4()),
+                "Order",
+                order_id,
+                "OrderCreated",
+                json.dumps({"customer_id": customer_id, "status": "created"}),
+                json.dumps({}),
+                datetime.now(UTC),
+            ),
+        )
+    conn.commit()
 
 
 def _per_thread(items: list[T]) -> Callable[[], T]:

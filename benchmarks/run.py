@@ -70,7 +70,9 @@ ROWS: list[tuple[str, str, str | None, str]] = [
     ("handler_cps_4t", "handler, 4 threads (cmd/s)", "raw_cps_4t", ">= 0.75 x raw, >= 4 x peer"),
     ("peer_cps_1t", "eventsourcing, 1 thread (cmd/s)", None, ""),
     ("peer_cps_4t", "eventsourcing, 4 threads (cmd/s)", None, ""),
+    ("raw_task_tps", "raw psycopg2 task, same pipeline (cmd/s)", "noop_tps", ""),
     ("e2e_cps", "enqueue to outcome (cmd/s)", "noop_tps", ">= 0.7 x no-op"),
+    ("e2e_cps", "  the same, beside the raw psycopg2 task", "raw_task_tps", ""),
     ("e2e_p50_ms", "latency p50 at half rate (ms)", None, ""),
     ("e2e_p99_ms", "latency p99 at half rate (ms)", None, ""),
     ("fresh_p50_ms", "accepted to read model p50 (ms)", None, ""),
@@ -175,9 +177,11 @@ def _pipeline(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
 
             return measure
 
-        # Both consume the commands queue, so they take turns a worker at a time.
+        # All consume the commands queue, so they take turns a worker at a time. The raw
+        # task is the pipeline's limit: the database's work and nothing of ours.
         measures = {
             "noop_tps": throughput_of("benchmarks.noop_app"),
+            "raw_task_tps": throughput_of("benchmarks.raw_app"),
             "e2e_cps": throughput_of("workers.app"),
         }
         results.update(interleaved_medians(sizes.repeats, measures))
