@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -12,11 +10,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import click
 
 from benchmarks import handler, peer, pipeline, replay, scaling
+from benchmarks.machine import describe, machine
 from benchmarks.measure import interleaved_medians, percentile
 from benchmarks.scratch import scratch_database
 from commands.client import CommandClient
@@ -105,6 +103,8 @@ def run(
     sizes = Sizes.for_run(quick)
     results: dict[str, float] = {}
     with scratch_database(settings.database_url) as url:
+        facts = machine(url)
+        echo(describe(facts))
         env = {
             "ORDERS_DATABASE_URL": url,
             "ORDERS_BROKER_URL": settings.broker_url,
@@ -127,11 +127,10 @@ def run(
             results.update(part())
             echo(f"  done in {time.perf_counter() - started:.1f} s")
     echo("")
+    echo(describe(facts))
     echo(scaling.table(results) if only_scaling else table(results, quick))
     if json_path is not None:
-        json_path.write_text(
-            json.dumps({**results, "_machine": machine(), "_quick": quick}, indent=2)
-        )
+        json_path.write_text(json.dumps({**results, "_machine": facts, "_quick": quick}, indent=2))
     return results
 
 
@@ -243,11 +242,3 @@ def table(results: dict[str, float], quick: bool) -> str:
     if quick:
         lines.append("(--quick: small sizes; proves the harness, says little about speed)")
     return "\n".join(lines)
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-    }

@@ -31,6 +31,10 @@ def test_the_quick_benchmark_writes_every_figure(
         assert isinstance(figures[key], float | int) and math.isfinite(figures[key]), key
         assert figures[key] > 0, key
     assert "handler, 4 threads" in result.stdout  # the table a reader gets
+    # The probes that let runs on different machines be compared.
+    probes = figures["_machine"]
+    assert probes["python_probe_ms"] > 0 and probes["pg_round_trip_us"] > 0, probes
+    assert "PostgreSQL round trip" in result.stdout
 
 
 def test_the_quick_scaling_run_writes_a_figure_per_worker_count(
