@@ -1,13 +1,18 @@
-"""The database driver's own cursor, for the few statements where SQLAlchemy's per-row
-and per-call work costs more than the database does (the global log, bulk upserts)."""
+"""The database driver's own cursor and connections, for the few statements where
+SQLAlchemy's per-row and per-call work costs more than the database does (the command
+handler's two statements, the global log, bulk upserts)."""
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 
 
@@ -31,3 +36,88 @@ def driver_cursor(conn: Connection, name: str | None = None) -> Iterator[Any]:
         raise DBAPIError.instance(None, None, error, driver_error) from error
     finally:
         cursor.close()
+
+
+def driver_connections(engine: Engine) -> DriverConnections:
+    """The hot-path connections of ``engine``: one set per engine, shared by every store
+    on it, so that their number follows the threads at work, not the stores made."""
+    with _SHARED_LOCK:
+        shared = _SHARED.get(engine)
+        if shared is None:
+            shared = _SHARED[engine] = DriverConnections(engine)
+            event.listen(engine, "engine_disposed", shared.on_dispose)
+        return shared
+
+
+class DriverConnections:
+    """Driver connections in autocommit for the hot path's statements, kept out of the pool.
+
+    Checking a connection out of SQLAlchemy's pool and back in around each statement cost
+    a fifth of the command handler's throughput at four threads: the pool's lock and
+    bookkeeping under contention (docs/performance.md). Connections taken from the pool
+    stay out, on a free list that any thread pops from and pushes back to (both atomic),
+    switched to autocommit once. They are closed when the engine is disposed.
+
+    A connection the server dropped is discarded with every other one on the list: they
+    were opened before the drop too, and would each fail one command in turn. They are
+    not recycled by age as the pool's are: one gone stale fails its statement like a
+    dropped one, and the command is retried (workers/tasks.py).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = weakref.ref(engine)  # the engine owns this, not the reverse
+        self.dialect = engine.dialect
+        self._free: deque[Any] = deque()
+        self._owner_pid = os.getpid()
+        weakref.finalize(self, _close_all, self._free, self._owner_pid)
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A pooled connection whose ``driver_connection`` is in autocommit mode."""
+        pooled: Any
+        try:
+            pooled = self._free.pop()
+        except IndexError:
+            engine = self._engine()
+            assert engine is not None, "used after its engine was collected"
+            pooled = engine.raw_connection()
+            pooled.driver_connection.autocommit = True
+        try:
+            yield pooled
+        except BaseException as error:
+            if pooled.is_valid and _statement_failed(error):
+                self._free.append(pooled)  # the statement failed; the connection is fine
+            else:
+                _discard(pooled)
+                _close_all(self._free, self._owner_pid)
+            raise
+        self._free.append(pooled)
+
+    def on_dispose(self, _engine: Engine) -> None:
+        _close_all(self._free, self._owner_pid)
+
+
+def _statement_failed(error: BaseException) -> bool:
+    # A database error raised by the statement (a unique violation, say) leaves the
+    # connection idle in autocommit and fit for the next; anything else (a time limit
+    # raised mid-call) may have left it mid-conversation.
+    return isinstance(error, DBAPIError) and not error.connection_invalidated
+
+
+def _discard(pooled: Any) -> None:
+    if pooled.is_valid:  # a dropped one was invalidated where it failed
+        pooled.invalidate()
+    pooled.close()
+
+
+def _close_all(free: deque[Any], owner_pid: int) -> None:
+    if os.getpid() != owner_pid:
+        # A forked child must not touch its parent's connections (see workers/runtime.py).
+        free.clear()
+        return
+    while free:
+        _discard(free.pop())
+
+
+_SHARED: weakref.WeakKeyDictionary[Engine, DriverConnections] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()

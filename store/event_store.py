@@ -22,6 +22,7 @@ from domain.ports import StreamState
 from domain.snapshots import Snapshot
 from domain.upcasting import event_from_stored
 from store.codec import EVENT_COLUMNS, as_utc, event_from_row, event_to_row
+from store.driver import driver_connections
 from store.engine import WRITE, upsert_insert
 from store.postgres_sql import LOAD_STREAM, append_statement
 from store.schema import command_log, events, snapshots
@@ -40,6 +41,8 @@ class SqlEventStore:
             engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
         )
         self._aggregate_type = aggregate_type
+        # The hot path's own connections (PostgreSQL only; see store/driver.py).
+        self._connections = driver_connections(engine) if self._postgres else None
 
     # -- reading -----------------------------------------------------------------------
 
@@ -90,7 +93,8 @@ class SqlEventStore:
         }
         recorded, snapshot, stream = None, None, []
         # Plain tuples, fetched at once: this is the hot path of every command.
-        rows = LOAD_STREAM.run(self._engine, params)
+        assert self._connections is not None
+        rows = LOAD_STREAM.run(self._connections, params)
         for part, version, schema, event_type, event_id, data, command, cause, causer, at in rows:
             if part == 2:
                 stream.append(
@@ -203,7 +207,8 @@ class SqlEventStore:
                 command_recorded_at=datetime.now(UTC),
             )
         statement = append_statement(len(rows), outcome is not None)
-        [(recorded, known, actual, _)] = statement.run(self._engine, params)
+        assert self._connections is not None
+        [(recorded, known, actual, _)] = statement.run(self._connections, params)
         if outcome is not None and known:
             raise DuplicateCommand(outcome.command_id)
         if actual != expected_version:

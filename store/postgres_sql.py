@@ -16,8 +16,9 @@ import re
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+
+from store.driver import DriverConnections
 
 # The command's recorded outcome, the newest snapshot of the schema the caller knows, and
 # the events after it (or after nothing, when there is no such snapshot), in one read.
@@ -118,10 +119,11 @@ _NAMED = re.compile(r"(?<!:):([a-z_0-9]+)")
 class PreparedStatement:
     """A statement PostgreSQL plans once per connection and then only executes.
 
-    It runs on a pooled driver connection in autocommit mode, around SQLAlchemy's
-    Connection: on the path every command takes, its per-call bookkeeping (events,
-    isolation level set and reset, result metadata) cost as much as the database did.
-    Driver errors come out as SQLAlchemy's, and a broken connection leaves the pool.
+    It runs on a driver connection in autocommit mode (``DriverConnections``), around
+    SQLAlchemy's Connection: on the path every command takes, its per-call bookkeeping
+    (events, isolation level set and reset, result metadata) cost as much as the
+    database did. Driver errors come out as SQLAlchemy's, and a broken connection is
+    invalidated.
     """
 
     def __init__(self, name: str, sql: str) -> None:
@@ -131,29 +133,27 @@ class PreparedStatement:
         self._prepare = f"PREPARE {name} AS " + _NAMED.sub(lambda m: position[m.group(1)], sql)
         self._execute = f"EXECUTE {name} ({', '.join(['%s'] * len(self._names))})"
 
-    def run(self, engine: Engine, values: dict[str, Any]) -> list[tuple[Any, ...]]:
-        pooled = engine.raw_connection()
-        driver: Any = pooled.driver_connection
-        try:
-            driver.autocommit = True
-            with driver.cursor() as cursor:
-                prepared: set[str] = pooled.info.setdefault("orders_prepared", set())
-                if self.name not in prepared:
-                    cursor.execute(self._prepare)
-                    prepared.add(self.name)
-                cursor.execute(self._execute, tuple(values[name] for name in self._names))
-                rows: list[tuple[Any, ...]] = cursor.fetchall()
-            return rows
-        except engine.dialect.loaded_dbapi.Error as error:
-            if engine.dialect.is_disconnect(error, driver, None):
-                pooled.invalidate(error)
-            raise DBAPIError.instance(
-                self._execute, None, error, engine.dialect.loaded_dbapi.Error
-            ) from error
-        finally:
-            if pooled.is_valid:
-                driver.autocommit = False
-            pooled.close()
+    def run(self, connections: DriverConnections, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        with connections.connection() as pooled:
+            driver: Any = pooled.driver_connection
+            dialect = connections.dialect
+            dbapi_error = dialect.loaded_dbapi.Error
+            try:
+                with driver.cursor() as cursor:
+                    prepared: set[str] = pooled.info.setdefault("orders_prepared", set())
+                    if self.name not in prepared:
+                        cursor.execute(self._prepare)
+                        prepared.add(self.name)
+                    cursor.execute(self._execute, tuple(values[name] for name in self._names))
+                    rows: list[tuple[Any, ...]] = cursor.fetchall()
+                return rows
+            except dbapi_error as error:
+                dropped = dialect.is_disconnect(error, driver, None)
+                if dropped:
+                    pooled.invalidate(error)
+                raise DBAPIError.instance(
+                    self._execute, None, error, dbapi_error, connection_invalidated=dropped
+                ) from error
 
 
 LOAD_STREAM = PreparedStatement("orders_load_stream", _LOAD_STREAM)
