@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import QueuePool
 
 
 @contextmanager
@@ -91,7 +92,18 @@ class DriverConnections:
                 _discard(pooled)
                 _close_all(self._free, self._owner_pid)
             raise
-        self._free.append(pooled)
+        if self._room_to_keep():
+            self._free.append(pooled)
+        else:
+            pooled.driver_connection.autocommit = False
+            pooled.close()
+
+    def _room_to_keep(self) -> bool:
+        # Kept only while the pool is below its steady size. Past it, other threads may
+        # be waiting on the pool (for this statement or any other), and must be served.
+        engine = self._engine()
+        pool = engine.pool if engine is not None else None
+        return isinstance(pool, QueuePool) and pool.checkedout() < pool.size()
 
     def on_dispose(self, _engine: Engine) -> None:
         _close_all(self._free, self._owner_pid)

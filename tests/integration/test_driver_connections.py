@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import Engine, text
@@ -117,3 +118,18 @@ def test_a_forked_child_leaves_its_parents_connections_alone(
     assert os.waitstatus_to_exitcode(status) == 0
     accept(store)  # the parent's connection still works
     assert sessions(pg, name) == 1
+
+
+def test_more_threads_than_the_pool_holds_still_all_get_a_connection(
+    postgres_url: str, pg: Engine
+) -> None:
+    """Connections kept for the hot path must not starve threads waiting on the pool:
+    kept only below the pool's size, they go back to it past that."""
+    engine = build_engine(postgres_url, pool_size=2, max_overflow=0, pool_timeout=5)
+    store = SqlEventStore(engine)
+    try:
+        with ThreadPoolExecutor(max_workers=6) as threads:
+            list(threads.map(lambda _: [accept(store) for _ in range(15)], range(6)))
+        assert engine.pool.checkedout() <= 2  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
