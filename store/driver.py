@@ -99,11 +99,13 @@ class DriverConnections:
             pooled.close()
 
     def _room_to_keep(self) -> bool:
-        # Kept only while the pool is below its steady size. Past it, other threads may
-        # be waiting on the pool (for this statement or any other), and must be served.
+        # Kept only while fewer connections exist than the pool's size, so the pool can
+        # always open another and nobody waits on it while one idles here. Past that,
+        # they go back to it. (``overflow()`` takes no lock; ``checkedout()`` does, and
+        # under contention that lock cost what this list saves.)
         engine = self._engine()
         pool = engine.pool if engine is not None else None
-        return isinstance(pool, QueuePool) and pool.checkedout() < pool.size()
+        return isinstance(pool, QueuePool) and pool.overflow() < 0
 
     def on_dispose(self, _engine: Engine) -> None:
         _close_all(self._free, self._owner_pid)
