@@ -88,8 +88,10 @@ class DriverConnections:
         except BaseException as error:
             if pooled.is_valid and _statement_failed(error):
                 self._free.append(pooled)  # the statement failed; the connection is fine
-            else:
-                _discard(pooled)
+                raise
+            dropped = not pooled.is_valid
+            _discard(pooled)
+            if dropped:
                 _close_all(self._free, self._owner_pid)
             raise
         if self._room_to_keep():
