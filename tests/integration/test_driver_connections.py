@@ -133,3 +133,13 @@ def test_more_threads_than_the_pool_holds_still_all_get_a_connection(
         assert engine.pool.checkedout() <= 2  # type: ignore[attr-defined]
     finally:
         engine.dispose()
+
+
+def test_json_columns_decode_as_the_driver_would(pg: Engine) -> None:
+    # build_engine swaps the driver's json.loads for decode_jsonb: jsonb comes back
+    # as PostgreSQL printed it, json keeps the spaces it was written with.
+    query = text("SELECT CAST(:doc AS jsonb), CAST(:spaced AS json), CAST(NULL AS jsonb)")
+    doc = '{"b": [1, 2.5, "x", null], "a": {"c": true}}'
+    with pg.connect() as conn:
+        row = conn.execute(query, {"doc": doc, "spaced": '  {"k" : 1}  '}).one()
+    assert tuple(row) == ({"a": {"c": True}, "b": [1, 2.5, "x", None]}, {"k": 1}, None)
