@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 AGGREGATE_TYPE = "Order"
 
@@ -60,21 +60,9 @@ class Event:
 
     @classmethod
     def payload(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Keyword arguments for the payload fields, read from stored data."""
+        """The payload's fields, read and checked from stored data, in a new dict: it
+        becomes the event's ``__dict__`` (see ``domain.upcasting.events_from_stored``)."""
         raise NotImplementedError
-
-    @classmethod
-    def from_data(cls, data: Mapping[str, Any], **envelope: Any) -> Self:
-        """An event as stored: ``envelope`` holds every field but the payload's.
-
-        Replaying builds thousands of events per order, and a frozen dataclass's
-        ``__init__`` (one ``object.__setattr__`` per field) cost as much as the rest of
-        decoding together; the fields are filled directly instead. ``payload`` has
-        checked the payload's values.
-        """
-        event = object.__new__(cls)
-        event.__dict__.update(envelope, **cls.payload(data))
-        return event
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ from domain.errors import DuplicateCommand, VersionConflict
 from domain.events import AGGREGATE_TYPE, Event, EventMetadata
 from domain.ports import StreamState
 from domain.snapshots import Snapshot
-from domain.upcasting import event_from_stored
+from domain.upcasting import events_from_stored
 from store.codec import EVENT_COLUMNS, as_utc, event_from_row, event_to_row
 from store.driver import driver_connections
 from store.engine import WRITE, upsert_insert
@@ -91,29 +91,19 @@ class SqlEventStore:
             "aggregate_id": aggregate_id,
             "snapshot_schema": snapshot_schema,
         }
-        recorded, snapshot, stream = None, None, []
+        recorded, snapshot, stored = None, None, []
         # Plain tuples, fetched at once: this is the hot path of every command.
         assert self._connections is not None
         rows = LOAD_STREAM.run(self._connections, params)
         for part, version, schema, event_type, event_id, data, command, cause, causer, at in rows:
             if part == 2:
-                stream.append(
-                    event_from_stored(
-                        event_type=event_type,
-                        schema_version=schema,
-                        data=data,
-                        aggregate_id=aggregate_id,
-                        version=version,
-                        event_id=event_id,
-                        timestamp=as_utc(at),
-                        metadata=EventMetadata(command, cause, causer),
-                    )
-                )
+                metadata = EventMetadata(command, cause, causer)
+                stored.append((event_type, schema, data, version, event_id, as_utc(at), metadata))
             elif part == 1:
                 snapshot = Snapshot(aggregate_id, version, schema, data)
             else:
                 recorded = Outcome.from_dict(data)
-        return StreamState(recorded, snapshot, stream)
+        return StreamState(recorded, snapshot, events_from_stored(aggregate_id, stored))
 
     def latest_version(self, aggregate_id: str) -> int:
         with self._engine.connect() as conn:
