@@ -26,9 +26,13 @@ def upsert_insert(conn: Connection, table: Table) -> Any:
     return dialect.insert(table)
 
 
-def build_engine(url: str, **kwargs: Any) -> Engine:
+def build_engine(url: str, *, pool_size: int | None = None, **kwargs: Any) -> Engine:
+    """``pool_size``: connections kept open for PostgreSQL (SQLAlchemy's default, 5,
+    when None); SQLite ignores it, its connections are files."""
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
+    if pool_size is not None:
+        kwargs["pool_size"] = pool_size
     # No pool_pre_ping: it costs a round trip per checkout. A connection the server
     # dropped fails its statement, SQLAlchemy discards the pool, and the command is
     # retried (see workers/tasks.py); recycling keeps idle ones from going stale.

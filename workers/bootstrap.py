@@ -38,7 +38,7 @@ class Services:
 
 def bootstrap(settings: Settings | None = None) -> Services:
     settings = settings or Settings.from_env()
-    engine = build_engine(settings.database_url)
+    engine = build_engine(settings.database_url, pool_size=settings.db_pool_size)
     store = SqlEventStore(engine)
     handler = CommandHandler(
         store,

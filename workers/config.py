@@ -169,6 +169,12 @@ class Settings:
         "first delay in seconds before such a retry; doubles each time, capped at 30",
         default=1.0,
     )
+    db_pool_size: int = _env(
+        "ORDERS_DB_POOL_SIZE",
+        _integer(1),
+        "PostgreSQL connections a process keeps open; with --pool threads, its thread count",
+        default=5,
+    )
 
     def __post_init__(self) -> None:
         limits = [

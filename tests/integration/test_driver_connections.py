@@ -17,6 +17,8 @@ from domain.handler import CommandHandler
 from store import SqlEventStore
 from store.engine import build_engine
 from tests.integration._store_helpers import created, eventually
+from workers.bootstrap import bootstrap
+from workers.config import Settings
 
 
 @pytest.fixture
@@ -143,3 +145,16 @@ def test_json_columns_decode_as_the_driver_would(pg: Engine) -> None:
     with pg.connect() as conn:
         row = conn.execute(query, {"doc": doc, "spaced": '  {"k" : 1}  '}).one()
     assert tuple(row) == ({"a": {"c": True}, "b": [1, 2.5, "x", None]}, {"k": 1}, None)
+
+
+def test_a_worker_keeps_as_many_connections_as_configured(postgres_url: str, pg: Engine) -> None:
+    # With --pool threads and more threads than the pool holds, the hot path's
+    # connections would go back to the pool after every statement (store/driver.py).
+    settings = Settings(database_url=postgres_url, db_pool_size=7)
+    services = bootstrap(settings)
+    try:
+        assert services.engine.pool.size() == 7  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(max_workers=7) as threads:
+            list(threads.map(lambda _: accept(services.store), range(70)))
+    finally:
+        services.close()

@@ -36,6 +36,7 @@ DEFAULTS = {
     "publish_timeout": 10.0,
     "db_retries": 5,
     "db_retry_delay": 1.0,
+    "db_pool_size": 5,
 }
 
 
@@ -128,6 +129,7 @@ PARSED = [
     ("ORDERS_DB_RETRIES", "0", "db_retries"),
     ("ORDERS_DB_RETRY_DELAY", "0", "db_retry_delay"),
     ("ORDERS_DB_RETRY_DELAY", "0.25", "db_retry_delay"),
+    ("ORDERS_DB_POOL_SIZE", "16", "db_pool_size"),
 ]
 
 
@@ -161,6 +163,7 @@ def test_all_variables_at_once() -> None:
             "ORDERS_PUBLISH_TIMEOUT": "3",
             "ORDERS_DB_RETRIES": "3",
             "ORDERS_DB_RETRY_DELAY": "0.2",
+            "ORDERS_DB_POOL_SIZE": "12",
         }
     )
 
@@ -177,6 +180,7 @@ def test_all_variables_at_once() -> None:
         "publish_timeout": 3.0,
         "db_retries": 3,
         "db_retry_delay": 0.2,
+        "db_pool_size": 12,
     }
     assert not settings.embedded
     assert settings.endpoints.outcome_backend == "redis://redis:6379/1"
@@ -212,6 +216,7 @@ BELOW_MINIMUM = [
     ("ORDERS_PUBLISH_TIMEOUT", "0.4", "must be at least 0.5, got 0.4"),
     ("ORDERS_PUBLISH_TIMEOUT", "-inf", "must be a finite number, got '-inf'"),
     ("ORDERS_DB_RETRY_DELAY", "-0.1", "must be at least 0.0, got -0.1"),
+    ("ORDERS_DB_POOL_SIZE", "0", "must be at least 1, got 0"),
 ]
 
 
