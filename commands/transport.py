@@ -7,10 +7,10 @@ the workers' code.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+import math
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 HANDLE_COMMAND = "orders.handle_command"
 WAKE_PROJECTIONS = "orders.wake_projections"
@@ -20,21 +20,64 @@ PROJECTIONS_QUEUE = "orders.projections"
 
 BROKER_URL_VARIABLE = "ORDERS_BROKER_URL"
 RESULT_BACKEND_VARIABLE = "ORDERS_RESULT_BACKEND"
+PUBLISH_TIMEOUT_VARIABLE = "ORDERS_PUBLISH_TIMEOUT"
 DEFAULT_BROKER_URL = "memory://localhost/"
+DEFAULT_PUBLISH_TIMEOUT = 10.0
+MIN_PUBLISH_TIMEOUT = 0.5
 BROKER_SCHEMES = ("redis://", "rediss://", "memory://")
 BACKEND_SCHEMES = ("redis://", "rediss://", "cache+memory://")
 
 
 class BrokerConfigError(ValueError):
-    """A broker or result-backend URL the system cannot use."""
+    """A broker or result-backend setting the system cannot use."""
 
 
 def checked_url(variable: str, raw: str, schemes: tuple[str, ...]) -> str:
     if not raw.startswith(schemes):
         raise BrokerConfigError(
-            f"{variable} must start with one of {', '.join(schemes)}, got {raw!r}"
+            f"{variable} must start with one of {', '.join(schemes)}, got {redacted(raw)!r}"
         )
     return raw
+
+
+def checked_publish_timeout(variable: str, raw: str) -> float:
+    """Seconds a send may take before it gives up: a finite number of at least 0.5."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BrokerConfigError(f"{variable} must be a number, got {raw!r}") from None
+    if not math.isfinite(value) or value < MIN_PUBLISH_TIMEOUT:
+        raise BrokerConfigError(
+            f"{variable} must be a finite number of at least {MIN_PUBLISH_TIMEOUT}, got {raw}"
+        )
+    return value
+
+
+def socket_timeout_for(publish_timeout: float) -> float:
+    """Each connection attempt and each command waits at most this long, so that a few
+    tries fit in the publish timeout (celery #4296: a send must not block forever)."""
+    return max(0.25, publish_timeout / 4)
+
+
+def redacted(url: object) -> str:
+    """The URL with any password hidden, so it can be printed: in the user part, and in
+    query parameters such as ``?password=``, which drivers honour too."""
+    parts = urlsplit(str(url))
+    if not parts.scheme:
+        return str(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = urlencode(
+        [
+            (key, "***" if "pass" in key.lower() or "secret" in key.lower() else item)
+            for key, item in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return str(url)  # untouched: urlunsplit would drop the '//' of sqlite:///file
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @dataclass(frozen=True)
@@ -50,6 +93,11 @@ class Endpoints:
             checked_url("result backend", self.result_backend, BACKEND_SCHEMES)
 
     @property
+    def in_process(self) -> bool:
+        """Celery's in-memory transport: only a worker in this very process sees it."""
+        return self.broker_url.startswith("memory://")
+
+    @property
     def outcome_backend(self) -> str:
         """The configured backend; else the broker when it is Redis; else in-process."""
         if self.result_backend:
@@ -57,14 +105,6 @@ class Endpoints:
         if self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return "cache+memory://"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Endpoints:
-        source = os.environ if env is None else env
-        return cls(
-            broker_url=source.get(BROKER_URL_VARIABLE) or DEFAULT_BROKER_URL,
-            result_backend=source.get(RESULT_BACKEND_VARIABLE) or None,
-        )
 
 
 def common_celery_config(
@@ -74,7 +114,7 @@ def common_celery_config(
     retries = 3
     # Socket timeouts bound each try; the retry policy bounds how many. Together they
     # keep a producer from blocking forever while Redis is down (celery #4296).
-    socket_timeout = max(0.5, publish_timeout / (retries + 1))
+    socket_timeout = socket_timeout_for(publish_timeout)
     redis_options = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,

@@ -12,6 +12,7 @@ from domain.order import Order
 from readmodels.order_history import OrderHistory
 from readmodels.projection import Key, Projection
 from readmodels.rows import MemoryRows
+from store.engine import is_unreachable
 from store.global_log import RecordedEvent
 
 
@@ -46,9 +47,9 @@ def prepare(
         try:
             event = recorded.event
             prepared.append(Prepared(recorded, event, history.after(event)))
-        except DBAPIError:
-            raise
         except Exception as error:
+            if isinstance(error, DBAPIError) or is_unreachable(error):
+                raise  # the database's trouble, not the event's: never park for it
             return prepared, Failure(recorded, error)
     return prepared, None
 

@@ -11,13 +11,12 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from psycopg2.extras import execute_values
 from sqlalchemy import Connection, Table, tuple_
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from readmodels.projection import Key, Row
 from store.codec import as_utc
+from store.driver import execute_pages
 from store.engine import upsert_insert
 
 UPSERT_PAGE = 1_000
@@ -90,13 +89,7 @@ def _upsert_pages(conn: Connection, table: Table, rows: list[Row]) -> None:
     page of rows per statement, which is what makes a rebuild fast."""
     sql, columns = _upsert_sql(conn.dialect.identifier_preparer, table)
     values = [tuple(row[c] for c in columns) for row in rows]
-    driver_error = conn.dialect.loaded_dbapi.Error
-    with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
-        try:
-            execute_values(cursor, sql, values, page_size=UPSERT_PAGE)
-        except driver_error as error:
-            # As SQLAlchemy would have raised it (IntegrityError, DataError, ...).
-            raise DBAPIError.instance(sql, None, error, driver_error) from error
+    execute_pages(conn, sql, values, page_size=UPSERT_PAGE)
 
 
 @cache

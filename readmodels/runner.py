@@ -24,7 +24,7 @@ from readmodels.projection import Projection
 from readmodels.projections import PROJECTIONS
 from readmodels.rows import TableRows
 from readmodels.wake import RerunRequests
-from store.engine import UNREACHABLE, WRITE
+from store.engine import WRITE, is_unreachable
 from store.global_log import GlobalLogReader, RecordedEvent
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,9 @@ class ProjectionRunner:
         for name in self._projections:
             try:
                 results.append(self.run(name))
-            except UNREACHABLE:
-                raise
-            except Exception:
+            except Exception as error:
+                if is_unreachable(error):
+                    raise
                 log.exception("projection %s failed; it will be tried again", name)
                 results.append(RunResult(name, 0, "failed"))
         return results

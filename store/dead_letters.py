@@ -11,7 +11,8 @@ from store.codec import as_utc
 from store.engine import WRITE
 from store.schema import dead_letters
 
-MAX_BODY_CHARS = 1_000_000
+MAX_BODY_CHARS = 64 * 1024
+"""What is kept of a body: enough to see what a producer sent, not a copy of any size."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class DeadLetterLog:
         row = {
             "source": _printable(source)[:64],
             "reason": _printable(reason),
-            "body": _printable(body[:MAX_BODY_CHARS]),
+            "body": _printable(body[:MAX_BODY_CHARS])[:MAX_BODY_CHARS],
             "recorded_at": datetime.now(UTC),
         }
         with self._writer.begin() as conn:

@@ -8,10 +8,11 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from psycopg2.extras import execute_values
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
@@ -28,15 +29,30 @@ def driver_cursor(conn: Connection, name: str | None = None) -> Iterator[Any]:
     driver_error = conn.dialect.loaded_dbapi.Error
     dbapi_connection = conn.connection.dbapi_connection
     assert dbapi_connection is not None
-    cursor = dbapi_connection.cursor(name) if name else dbapi_connection.cursor()
+    cursor = None
     try:
+        # Inside the try: on a connection the server closed, making the cursor fails.
+        cursor = dbapi_connection.cursor(name) if name else dbapi_connection.cursor()
         yield cursor
     except driver_error as error:
-        if conn.dialect.is_disconnect(error, dbapi_connection, cursor):
+        dropped = conn.dialect.is_disconnect(error, dbapi_connection, cursor)
+        if dropped:
             conn.invalidate(error)
-        raise DBAPIError.instance(None, None, error, driver_error) from error
+        raise DBAPIError.instance(
+            None, None, error, driver_error, connection_invalidated=dropped
+        ) from error
     finally:
-        cursor.close()
+        if cursor is not None:
+            cursor.close()
+
+
+def execute_pages(
+    conn: Connection, sql: str, values: Sequence[tuple[Any, ...]], page_size: int
+) -> None:
+    """``sql`` (an ``INSERT ... VALUES %s``) for every tuple of ``values``, a page of rows
+    per statement: psycopg2's ``executemany`` would send one statement per row."""
+    with driver_cursor(conn) as cursor:
+        execute_values(cursor, sql, values, page_size=page_size)
 
 
 def driver_connections(engine: Engine) -> DriverConnections:
@@ -79,10 +95,7 @@ class DriverConnections:
         try:
             pooled = self._free.pop()
         except IndexError:
-            engine = self._engine()
-            assert engine is not None, "used after its engine was collected"
-            pooled = engine.raw_connection()
-            pooled.driver_connection.autocommit = True
+            pooled = self._open()
         try:
             yield pooled
         except BaseException as error:
@@ -99,6 +112,22 @@ class DriverConnections:
         else:
             pooled.driver_connection.autocommit = False
             pooled.close()
+
+    def _open(self) -> Any:
+        engine = self._engine()
+        assert engine is not None, "used after its engine was collected"
+        driver_error = self.dialect.loaded_dbapi.Error
+        try:
+            # The pool hands out the driver's own error when it cannot connect (refused,
+            # no slot for the role, a dropped handshake); every caller expects
+            # SQLAlchemy's, which say "unreachable" (store/engine.py).
+            pooled: Any = engine.raw_connection()
+        except driver_error as error:
+            raise DBAPIError.instance(
+                None, None, error, driver_error, connection_invalidated=True
+            ) from error
+        pooled.driver_connection.autocommit = True
+        return pooled
 
     def _room_to_keep(self) -> bool:
         # Kept only while fewer connections exist than the pool's size, so the pool can

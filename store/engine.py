@@ -8,16 +8,33 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 WRITE = {"orders_write": True}
 """Execution options for a transaction that writes: on SQLite it takes the write lock
 at BEGIN, so two writers queue instead of failing to upgrade a read lock."""
 
 
-UNREACHABLE = (OperationalError, InterfaceError)
-"""Errors that mean the database cannot be reached now: worth waiting out, never the
-fault of the command or event at hand."""
+UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+"""Errors that mean the database cannot serve now: it cannot be reached, it dropped the
+connection, it has no connection slot left (``too many connections``), or the pool has
+none free. Worth waiting out, never the fault of the command or event at hand.
+
+Every path that touches the database sees SQLAlchemy's exceptions only: the driver's
+own are translated where driver connections are taken (``store/driver.py``)."""
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot serve now (see ``UNREACHABLE``)."""
+    if isinstance(error, UNREACHABLE):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def upsert_insert(conn: Connection, table: Table) -> Any:

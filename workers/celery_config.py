@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from kombu.entity import Exchange, Queue
@@ -77,10 +78,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         # Messages that are not even readable as tasks are recorded, not just logged.
         worker_consumer="workers.consumer:RecordingConsumer",
+        **_transport(settings.broker_url),
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
     )
     return config
+
+
+def _transport(broker_url: str) -> dict[str, Any]:
+    """On Redis, the transport that dead-letters what kombu could not read
+    (workers/broker.py) instead of stopping on it."""
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return {}
+    settings: dict[str, Any] = {"broker_transport": "workers.broker:Transport"}
+    if broker_url.startswith("rediss://"):
+        # kombu turns TLS on from the URL's scheme only for its own transport name, and
+        # then without checking the certificate; a transport given by class gets it here,
+        # checked.
+        settings["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return settings
 
 
 def _soft(limit: int) -> int:

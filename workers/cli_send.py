@@ -21,6 +21,7 @@ from commands import (
 from commands.client import BrokerUnavailable, CommandClient, OutcomeTimeout
 from commands.fields import command_id as check_command_id
 from commands.messages import new_command_id
+from commands.transport import BrokerConfigError
 
 
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,6 +31,12 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--expected-version", type=click.IntRange(min=0), default=None),
         click.option("--wait", is_flag=True, help="Wait for the outcome and print it."),
         click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True),
+        click.option(
+            "--resend-every",
+            type=click.FloatRange(min=0.1),
+            default=None,
+            help="With --wait: send the same command again every SECONDS without an outcome.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -38,17 +45,23 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _send(factory: Callable[..., Command], *args: Any, **options: Any) -> None:
     wait, timeout = options.pop("wait"), options.pop("timeout")
+    resend_every = options.pop("resend_every")
+    if resend_every is not None and not wait:
+        raise click.UsageError("--resend-every needs --wait")
     options["command_id"] = options["command_id"] or new_command_id()
     try:
         command = factory(*args, **options)
     except InvalidCommand as invalid:
         raise click.BadParameter(invalid.reason, param_hint=invalid.field) from None
-    client = CommandClient()
+    try:
+        client = CommandClient()
+    except BrokerConfigError as unusable:
+        raise click.UsageError(str(unusable)) from None
     try:
         receipt = client.send(command)
         click.echo(receipt.command_id)
         if wait:
-            outcome = receipt.wait(timeout=timeout)
+            outcome = receipt.wait(timeout=timeout, resend_every=resend_every)
             _print_outcome(outcome)
             if not outcome.accepted:
                 raise SystemExit(1)

@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -21,10 +20,13 @@ from commands.transport import (
     BROKER_SCHEMES,
     BROKER_URL_VARIABLE,
     DEFAULT_BROKER_URL,
+    MIN_PUBLISH_TIMEOUT,
+    PUBLISH_TIMEOUT_VARIABLE,
     RESULT_BACKEND_VARIABLE,
     BrokerConfigError,
     Endpoints,
     checked_url,
+    redacted,
 )
 
 Parse = Callable[[str, str], Any]
@@ -140,8 +142,8 @@ class Settings:
         default=86_400,
     )
     publish_timeout: float = _env(
-        "ORDERS_PUBLISH_TIMEOUT",
-        _number(0.5),
+        PUBLISH_TIMEOUT_VARIABLE,
+        _number(MIN_PUBLISH_TIMEOUT),
         "seconds a send may spend retrying an unreachable broker before it fails",
         default=10.0,
     )
@@ -210,25 +212,4 @@ class Settings:
     def describe(self) -> Iterator[tuple[str, str, str]]:
         """(variable, value, meaning) for each setting, for ``orders config``."""
         for spec in fields(self):
-            yield spec.metadata["env"], _redact(getattr(self, spec.name)), spec.metadata["doc"]
-
-
-def _redact(value: object) -> str:
-    """The value with any password in a URL hidden, so it can be printed: in the user
-    part, and in query parameters such as ``?password=``, which drivers honour too."""
-    parts = urlsplit(str(value))
-    if not parts.scheme:
-        return str(value)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    query = urlencode(
-        [
-            (key, "***" if "pass" in key.lower() or "secret" in key.lower() else item)
-            for key, item in parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="*",
-    )
-    if netloc == parts.netloc and query == parts.query:
-        return str(value)  # untouched: urlunsplit would drop the '//' of sqlite:///file
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+            yield spec.metadata["env"], redacted(getattr(self, spec.name)), spec.metadata["doc"]

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
 from celery.signals import task_internal_error
 
-from commands import Outcome
+from commands import Command, Outcome
 from commands.envelope import InvalidEnvelope, decode
 from commands.transport import (
     HANDLE_COMMAND,
@@ -21,7 +21,7 @@ from commands.transport import (
     SWEEP_PROJECTIONS,
     WAKE_PROJECTIONS,
 )
-from store.engine import UNREACHABLE
+from store.engine import is_unreachable
 from workers import runtime
 from workers.bootstrap import Services
 from workers.poison import reject_invalid, reject_unrunnable, reject_wrong_arguments
@@ -39,11 +39,14 @@ def handle_command(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     services = runtime.services()
     try:
         if len(args) == 1 and not kwargs:
-            outcome = _decide(services, args[0], task.request.id)
+            out_of_retries = task.request.retries >= services.settings.db_retries
+            outcome = _decide(services, args[0], task.request.id, out_of_retries)
         else:
             outcome = reject_wrong_arguments(services, args, kwargs, task.request.id)
-    except UNREACHABLE as unreachable:
-        return _retry_or_fail(task, services, unreachable).to_dict()
+    except Exception as error:
+        if not is_unreachable(error):
+            raise
+        _retry(task, services, error)
     if outcome.accepted:
         _wake_projections(task.app, services)
     return outcome.to_dict()
@@ -55,9 +58,11 @@ def wake_projections(task: Task, looks: int = 0) -> None:
     services.debouncer.release()
     try:
         results = services.runner.run_all()
-    except UNREACHABLE as unreachable:
+    except Exception as error:
+        if not is_unreachable(error):
+            raise
         # The sweep would catch up too; retrying keeps the models fresh sooner.
-        raise task.retry(exc=unreachable, countdown=1.0, max_retries=5) from unreachable
+        raise task.retry(exc=error, countdown=1.0, max_retries=5) from error
     held_back = any(result.state == "held_back" for result in results)
     if held_back and looks < HELD_BACK_LOOKS and services.debouncer.claim():
         # Committed events wait behind an older transaction still open. Under load that is
@@ -77,16 +82,20 @@ def sweep_projections(task: Task) -> None:
     runtime.services().runner.run_all()
 
 
-def _decide(services: Services, envelope: Any, task_id: str | None) -> Outcome:
+def _decide(
+    services: Services, envelope: Any, task_id: str | None, out_of_retries: bool
+) -> Outcome:
     try:
         command = decode(envelope)
     except InvalidEnvelope as invalid:
         return reject_invalid(services, envelope, invalid, task_id)
+    if out_of_retries:
+        return _give_up(services, command)
     try:
         return services.handler.handle(command)
-    except UNREACHABLE:
-        raise
     except Exception as error:
+        if is_unreachable(error):
+            raise
         # A bug or corrupt stored data: fail this command, keep the worker going.
         log.exception("command %s failed", command.command_id)
         failed = Outcome(
@@ -99,22 +108,46 @@ def _decide(services: Services, envelope: Any, task_id: str | None) -> Outcome:
         return services.store.record_outcome(command.command_type, failed)
 
 
-def _retry_or_fail(task: Task, services: Services, error: Exception) -> Outcome:
+def _give_up(services: Services, command: Command) -> Outcome:
+    """The database came back after the command's retries ran out: record it ``failed``.
+
+    Recorded first, published after: an outcome a producer reads is always the command
+    log's. Had another delivery of the command (a producer's resend) been decided in
+    the meantime, its outcome is already recorded, and that one is returned instead.
+    """
+    retries = services.settings.db_retries
+    failed = Outcome(
+        status="failed",
+        command_id=command.command_id,
+        order_id=command.order_id,
+        error="DatabaseUnavailable",
+        message=f"the event store was unreachable through {retries} retries; nothing was written",
+    )
+    outcome = services.store.record_outcome(command.command_type, failed)
+    log.error("command %s: %s", command.command_id, outcome.message)
+    return outcome
+
+
+def _retry(task: Task, services: Services, error: Exception) -> NoReturn:
+    """Try the message again later; past ``ORDERS_DB_RETRIES`` it is only recorded as
+    failed, which needs the database too, so the retries go on until it is back."""
     settings = services.settings
     attempt = task.request.retries
+    # Countdowns stay far below the visibility timeout, or Redis redelivers in a loop.
+    cap = min(MAX_RETRY_DELAY, settings.visibility_timeout / 10)
+    delay = min(cap, settings.db_retry_delay * 2**attempt) * random.uniform(0.5, 1.0)
+    reason = " ".join(str(error).split())[:300]
     if attempt < settings.db_retries:
-        # Countdowns stay far below the visibility timeout, or Redis redelivers in a loop.
-        cap = min(MAX_RETRY_DELAY, settings.visibility_timeout / 10)
-        delay = min(cap, settings.db_retry_delay * 2**attempt) * random.uniform(0.5, 1.0)
-        log.warning("database unreachable, retry %d in %.1f s: %s", attempt + 1, delay, error)
-        raise task.retry(exc=error, countdown=delay, max_retries=settings.db_retries)
-    log.error("database unreachable after %d retries, command fails: %s", attempt, error)
-    return Outcome(
-        status="failed",
-        command_id=task.request.id or "",
-        error="DatabaseUnavailable",
-        message=f"the event store was unreachable through {attempt} retries: {error}"[:500],
-    )
+        log.warning("database unreachable, retry %d in %.1f s: %s", attempt + 1, delay, reason)
+    else:
+        log.warning(
+            "database unreachable after %d retries; the command will be recorded as failed "
+            "once it is back (next look in %.1f s): %s",
+            settings.db_retries,
+            delay,
+            reason,
+        )
+    raise task.retry(exc=error, countdown=delay, max_retries=None)
 
 
 def _wake_projections(app: Celery, services: Services) -> None:

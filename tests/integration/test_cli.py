@@ -120,3 +120,24 @@ def test_config_hides_passwords(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "s3cret" not in result.stdout
     assert "orders:***@db:5432/orders" in result.stdout
+
+
+def test_send_without_a_broker_refuses_instead_of_losing_the_command(tmp_path: Path) -> None:
+    # Before: it printed a command id and exited 0, the command queued in the memory of
+    # a process that then ended.
+    result = orders("send", "create-order", "order-1", "customer-1", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "ORDERS_BROKER_URL is not set" in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+
+
+def test_send_resend_every_needs_wait(tmp_path: Path) -> None:
+    env = {"ORDERS_BROKER_URL": "redis://127.0.0.1:1/0"}
+    result = orders(
+        "send", "create-order", "order-1", "c-1", "--resend-every", "1", env=env, cwd=tmp_path
+    )
+
+    assert result.returncode == 2
+    assert "--resend-every needs --wait" in result.stderr

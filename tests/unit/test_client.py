@@ -25,11 +25,12 @@ import pytest
 from celery.backends.redis import RedisBackend
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from commands import CancelOrder, CreateOrder, InvalidCommand, Outcome
 from commands.client import BrokerUnavailable, CommandClient, OutcomeTimeout, Receipt
 from commands.envelope import MAX_ENVELOPE_BYTES, encode
-from commands.transport import COMMANDS_QUEUE, HANDLE_COMMAND
+from commands.transport import COMMANDS_QUEUE, HANDLE_COMMAND, BrokerConfigError
 
 FAKE = "redis://fake:6379/0"
 
@@ -154,36 +155,61 @@ class LedgerCorrupt(Exception):
 
 
 @pytest.mark.parametrize(
-    ("error", "name", "message"),
-    [
-        (ValueError("boom"), "ValueError", "boom"),
-        (KeyError("order_id"), "KeyError", "'order_id'"),
-        (LedgerCorrupt("row 7 is unreadable"), "LedgerCorrupt", "row 7 is unreadable"),
-    ],
+    "error",
+    [ValueError("boom"), KeyError("order_id"), LedgerCorrupt("row 7 is unreadable")],
     ids=["ValueError", "KeyError", "a project exception"],
 )
-def test_a_task_that_crashed_is_a_failed_outcome_named_after_its_exception(
-    client: CommandClient, backend: RedisBackend, error: Exception, name: str, message: str
+def test_a_task_that_crashed_is_no_outcome_never_a_failed_one(
+    client: CommandClient, backend: RedisBackend, error: Exception
 ) -> None:
+    # A crash says nothing about the command: it may have been appended first, and a
+    # redelivery or a resend will answer from the command log.
     command_id = new_id()
     backend.mark_as_failure(command_id, error)
 
-    expected = Outcome(status="failed", command_id=command_id, error=name, message=message)
-    assert client.outcome(command_id) == expected
-    assert client.wait(command_id, timeout=1) == expected
+    assert client.outcome(command_id) is None
+    with pytest.raises(OutcomeTimeout):
+        client.wait(command_id, timeout=0.3)
 
 
-def test_a_revoked_command_is_a_failed_outcome(
+def test_a_revoked_command_is_no_outcome_never_a_failed_one(
     client: CommandClient, backend: RedisBackend
 ) -> None:
+    # Seen after a broker restart: the task was terminated after its events committed.
     command_id = new_id()
     backend.mark_as_revoked(command_id, reason="terminated")
 
-    outcome = client.outcome(command_id)
+    assert client.outcome(command_id) is None
 
-    assert outcome is not None
-    assert (outcome.status, outcome.command_id) == ("failed", command_id)
-    assert outcome.error == "TaskRevokedError"
+
+@pytest.mark.parametrize("state", ["FAILURE", "REVOKED"])
+def test_wait_goes_on_past_a_crash_or_revoke_to_the_outcome_a_redelivery_stores(
+    client: CommandClient, backend: RedisBackend, state: str
+) -> None:
+    command_id = new_id()
+    if state == "FAILURE":
+        backend.mark_as_failure(command_id, ValueError("killed"))
+    else:
+        backend.mark_as_revoked(command_id, reason="terminated")
+    assert client.outcome(command_id) is None  # Celery would now cache it as final
+    later(0.3, lambda: backend.store_result(command_id, accepted(command_id).to_dict(), "SUCCESS"))
+
+    assert client.wait(command_id, timeout=5) == accepted(command_id)
+    assert client.outcome(command_id) == accepted(command_id)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [{"status": "done"}, ["accepted"], {"status": "accepted"}, "accepted"],
+    ids=["unknown status", "a list", "no command id", "a string"],
+)
+def test_a_result_that_is_not_an_outcome_is_no_outcome(
+    client: CommandClient, backend: RedisBackend, stored: Any
+) -> None:
+    command_id = new_id()
+    backend.store_result(command_id, stored, "SUCCESS")
+
+    assert client.outcome(command_id) is None
 
 
 def test_receipt_outcome_and_wait_delegate_to_the_client(
@@ -266,67 +292,118 @@ def test_wait_on_a_retry_that_never_ends_raises_outcome_timeout(
 # -- send -------------------------------------------------------------------------------
 
 
+def published(send_task_message: mock.Mock) -> list[tuple[str, list[Any], str]]:
+    """(task id, args, queue) of each message handed to the broker."""
+    sent = []
+    for call in send_task_message.call_args_list:
+        _producer, name, message = call.args
+        assert name == HANDLE_COMMAND
+        sent.append((message.headers["id"], message.body[0], call.kwargs["queue"]))
+    return sent
+
+
 def test_send_publishes_the_envelope_with_the_command_id_as_task_id(
     client: CommandClient,
 ) -> None:
     command = CreateOrder("order-001", "customer-123")
-    with mock.patch.object(client._app, "send_task") as send_task:
+    with (
+        mock.patch.object(client._app, "producer_or_acquire"),
+        mock.patch.object(client._app.amqp, "send_task_message") as send_task_message,
+    ):
         receipt = client.send(command)
 
     assert receipt == Receipt(command.command_id, client)
-    send_task.assert_called_once_with(
-        HANDLE_COMMAND, args=[encode(command)], task_id=command.command_id, queue=COMMANDS_QUEUE
-    )
+    assert receipt.command is command
+    assert published(send_task_message) == [(command.command_id, [encode(command)], COMMANDS_QUEUE)]
+    assert send_task_message.call_args.kwargs["retry"] is False  # the client bounds retries
+
+
+def test_send_does_not_touch_the_result_backend(client: CommandClient) -> None:
+    # Celery's send_task subscribes to the result first, with retries of its own: a
+    # stalled Redis held sends past their bound there (14 s for a 10 s timeout).
+    with (
+        mock.patch.object(client._app, "producer_or_acquire"),
+        mock.patch.object(client._app.amqp, "send_task_message"),
+        mock.patch.object(client._app.backend, "on_task_call") as subscribe,
+    ):
+        client.send(CreateOrder("order-001", "customer-123"))
+
+    subscribe.assert_not_called()
+
+
+DOWN = [
+    OperationalError("Error 111 connecting to fake:6379. Connection refused."),
+    ConnectionRefusedError(111, "Connection refused"),
+    RedisConnectionError("Error 111 connecting to fake:6379."),
+    RedisTimeoutError("Timeout reading from socket"),
+]
 
 
 @pytest.mark.parametrize(
-    "down",
-    [
-        OperationalError("Error 111 connecting to fake:6379. Connection refused."),
-        ConnectionRefusedError(111, "Connection refused"),
-        RedisConnectionError("Error 111 connecting to fake:6379."),
-        RuntimeError(
-            "Retry limit exceeded while trying to reconnect to the Celery result store\n"
-            "backend. The Celery application must be restarted."
-        ),
-    ],
-    ids=["kombu OperationalError", "OSError", "RedisError", "result backend RuntimeError"],
+    "down", DOWN, ids=["kombu OperationalError", "OSError", "RedisError", "a timeout"]
 )
-def test_send_to_an_unreachable_broker_raises_broker_unavailable(
-    client: CommandClient, down: Exception
+def test_send_to_an_unreachable_broker_raises_broker_unavailable_within_its_timeout(
+    down: Exception,
 ) -> None:
+    client = CommandClient(FAKE, FAKE, publish_timeout=1.5)
     command = CreateOrder("order-001", "customer-123")
+    started = time.monotonic()
     with (
-        mock.patch.object(client._app, "send_task", side_effect=down),
+        mock.patch.object(client._app, "producer_or_acquire"),
+        mock.patch.object(client._app.amqp, "send_task_message", side_effect=down) as tried,
         pytest.raises(BrokerUnavailable) as raised,
     ):
         client.send(command)
+    took = time.monotonic() - started
 
     error = raised.value
     assert error.command_id == command.command_id
     assert error.__cause__ is down
-    assert str(error).startswith(f"could not enqueue command {command.command_id} on {FAKE}: ")
+    assert str(error).startswith(
+        f"the broker {FAKE} did not take command {command.command_id} within 1.5 s ("
+    )
+    # Truthful: a broker that stalls may have taken it. Resending is the way out.
+    assert str(error).endswith(
+        "it may still have been enqueued: send it again with the same command_id"
+    )
     assert "\n" not in str(error)
     assert isinstance(error, ConnectionError)
+    assert tried.call_count >= 2  # it tried again within the bound
+    assert took < 1.5
+
+
+def test_send_retries_a_broker_that_comes_back_within_the_timeout(client: CommandClient) -> None:
+    command = CreateOrder("order-001", "customer-123")
+    with (
+        mock.patch.object(client._app, "producer_or_acquire"),
+        mock.patch.object(
+            client._app.amqp, "send_task_message", side_effect=[DOWN[0], DOWN[2], None]
+        ) as tried,
+    ):
+        client.send(command)
+
+    assert [sent[0] for sent in published(tried)] == [command.command_id] * 3
 
 
 def test_broker_unavailable_does_not_show_the_broker_password() -> None:
-    secret = CommandClient("redis://:s3cret@fake:6379/0", FAKE)
+    secret = CommandClient("redis://:s3cret@fake:6379/0", FAKE, publish_timeout=0.5)
     command = CreateOrder("order-001", "customer-123")
     with (
-        mock.patch.object(secret._app, "send_task", side_effect=OperationalError("down")),
+        mock.patch.object(secret._app, "producer_or_acquire"),
+        mock.patch.object(secret._app.amqp, "send_task_message", side_effect=DOWN[0]),
         pytest.raises(BrokerUnavailable) as raised,
     ):
         secret.send(command)
 
     assert "s3cret" not in str(raised.value)
-    assert "redis://***@fake:6379/0" in str(raised.value)
+    assert "redis://:***@fake:6379/0" in str(raised.value)
 
 
 def test_send_lets_other_errors_through_unchanged(client: CommandClient) -> None:
     bug = TypeError("a bug in the producer, not an outage")
     with (
-        mock.patch.object(client._app, "send_task", side_effect=bug),
+        mock.patch.object(client._app, "producer_or_acquire"),
+        mock.patch.object(client._app.amqp, "send_task_message", side_effect=bug),
         pytest.raises(TypeError) as raised,
     ):
         client.send(CreateOrder("order-001", "customer-123"))
@@ -343,14 +420,14 @@ def test_send_refuses_an_envelope_over_64_kb_before_sending_anything(
     object.__setattr__(command, "reason", "x" * 70_000)
 
     with (
-        mock.patch.object(client._app, "send_task") as send_task,
+        mock.patch.object(client._app.amqp, "send_task_message") as send_task_message,
         pytest.raises(InvalidCommand) as raised,
     ):
         client.send(command)
 
     assert raised.value.field == "envelope"
     assert f"above {MAX_ENVELOPE_BYTES}" in raised.value.reason
-    send_task.assert_not_called()
+    send_task_message.assert_not_called()
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -375,3 +452,87 @@ def test_explicit_urls_win_over_an_unusable_environment() -> None:
 
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.strip() == FAKE
+
+
+def test_the_publish_timeout_comes_from_the_environment_unless_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORDERS_PUBLISH_TIMEOUT", "2.5")
+
+    assert CommandClient(FAKE, FAKE).publish_timeout == 2.5
+    assert CommandClient(FAKE, FAKE, publish_timeout=4).publish_timeout == 4
+
+
+@pytest.mark.parametrize("raw", ["soon", "0.1", "nan", "-3", "inf"])
+def test_an_unusable_publish_timeout_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("ORDERS_PUBLISH_TIMEOUT", raw)
+
+    with pytest.raises(BrokerConfigError, match=r"^ORDERS_PUBLISH_TIMEOUT must be"):
+        CommandClient(FAKE, FAKE)
+
+
+def test_a_client_without_a_broker_refuses_to_send_into_its_own_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing would ever take the command: it would die with the process, silently.
+    monkeypatch.delenv("ORDERS_BROKER_URL", raising=False)
+
+    with pytest.raises(BrokerConfigError, match="ORDERS_BROKER_URL is not set"):
+        CommandClient()
+
+
+# -- resend_every -------------------------------------------------------------------------
+
+
+def test_wait_with_resend_every_sends_the_same_message_again_until_an_outcome(
+    client: CommandClient, backend: RedisBackend
+) -> None:
+    command = CreateOrder("order-001", "customer-123")
+    with (
+        mock.patch.object(client._app, "producer_or_acquire"),
+        mock.patch.object(client._app.amqp, "send_task_message") as sent,
+    ):
+        receipt = client.send(command)
+        store = lambda: backend.store_result(  # noqa: E731
+            command.command_id, accepted(command.command_id).to_dict(), "SUCCESS"
+        )
+        later(0.65, store)
+        outcome = receipt.wait(timeout=5, resend_every=0.2)
+
+    assert outcome == accepted(command.command_id)
+    messages = published(sent)
+    # The first send and about three resends, each the same task id and envelope.
+    assert 3 <= len(messages) <= 5, messages
+    assert all(
+        message == (command.command_id, [encode(command)], COMMANDS_QUEUE) for message in messages
+    )
+
+
+def test_wait_with_resend_every_goes_on_while_the_broker_is_down(
+    client: CommandClient, backend: RedisBackend
+) -> None:
+    command = CreateOrder("order-001", "customer-123")
+    with (
+        mock.patch.object(client._app, "producer_or_acquire"),
+        mock.patch.object(client._app.amqp, "send_task_message"),
+    ):
+        receipt = client.send(command)
+    store = lambda: backend.store_result(  # noqa: E731
+        command.command_id, accepted(command.command_id).to_dict(), "SUCCESS"
+    )
+    later(0.8, store)
+    with (
+        mock.patch.object(client._app, "producer_or_acquire"),
+        mock.patch.object(client._app.amqp, "send_task_message", side_effect=DOWN[0]),
+    ):
+        assert receipt.wait(timeout=5, resend_every=0.1) == accepted(command.command_id)
+
+
+def test_resend_every_needs_the_command(client: CommandClient) -> None:
+    with pytest.raises(ValueError, match="resend_every needs the command"):
+        client.wait(new_id(), timeout=1, resend_every=1)
+    command = CreateOrder("order-001", "customer-123")
+    with pytest.raises(ValueError, match="positive"):
+        client.wait(command.command_id, timeout=1, resend_every=0, command=command)
