@@ -9,6 +9,7 @@ takes a message off the broker. Money travels as a decimal string, never a float
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import fields
 from decimal import Decimal
@@ -57,6 +58,22 @@ def encode(command: Command) -> dict[str, Any]:
     if size > MAX_ENVELOPE_BYTES:
         raise InvalidCommand("envelope", f"is {size} bytes, above {MAX_ENVELOPE_BYTES}")
     return envelope
+
+
+def fingerprint(command: Command) -> str:
+    """What the command asks for, as a digest: two commands with the same fingerprint
+    do the same thing. The command id and correlation id are left out (they name the
+    command, they do not say what it does); values are the validated, normalised ones,
+    so ``"1.5"`` and ``"1.50"`` are one price."""
+    envelope = encode(command)
+    asked = {key: envelope[key] for key in ("type", "schema", "expected_version", "payload")}
+    return digest(asked)
+
+
+def digest(value: Any) -> str:
+    """sha256 of ``value`` as canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def decode(envelope: Any) -> Command:

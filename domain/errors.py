@@ -54,6 +54,18 @@ class QuantityLimitExceeded(DomainError):
         self.item_id = item_id
 
 
+class TooManyLines(DomainError):
+    """An order holds at most a set number of distinct items (``ORDERS_MAX_LINES``)."""
+
+    def __init__(self, order_id: str, item_id: str, limit: int) -> None:
+        super().__init__(
+            order_id,
+            f"order {order_id} already has {limit} distinct items, the most it may hold: "
+            f"item {item_id} cannot be added",
+        )
+        self.item_id = item_id
+
+
 class NothingToPay(DomainError):
     def __init__(self, order_id: str) -> None:
         super().__init__(order_id, f"order {order_id} totals zero: there is nothing to pay")
@@ -94,6 +106,22 @@ class DuplicateCommand(Exception):
 
     def __init__(self, command_id: str) -> None:
         super().__init__(f"command {command_id} is already recorded")
+        self.command_id = command_id
+
+
+class CommandIdReused(Exception):
+    """A command id already in the command log came with a different command.
+
+    Command ids identify one command across its redeliveries; reusing one for another
+    command would hand that command the first one's outcome. It is refused, and nothing
+    is written.
+    """
+
+    def __init__(self, command_id: str, command_type: str, order_id: str) -> None:
+        super().__init__(
+            f"command id {command_id} was used before for a different command; "
+            f"this {command_type} for order {order_id} was not applied: give it a new id"
+        )
         self.command_id = command_id
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from commands import Command, Outcome
-from domain.decide import decide
-from domain.errors import DomainError, DuplicateCommand, VersionConflict
+from commands.envelope import fingerprint
+from domain.decide import Limits, decide
+from domain.errors import CommandIdReused, DomainError, DuplicateCommand, VersionConflict
 from domain.events import AGGREGATE_TYPE
 from domain.order import Order, fold
 from domain.ports import EventStore, StreamState
@@ -64,6 +65,7 @@ class CommandHandler:
         *,
         retry: RetryPolicy | None = None,
         snapshot_every: int = 0,
+        limits: Limits | None = None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -71,41 +73,56 @@ class CommandHandler:
         self._store = store
         self._retry = retry or RetryPolicy()
         self._snapshot_every = snapshot_every
+        self._limits = limits or Limits()
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
 
     def handle(self, command: Command) -> Outcome:
+        asked = fingerprint(command)
         conflict: VersionConflict | None = None
         for attempt in range(self._retry.max_attempts):
             if attempt:
                 self._sleep(self._retry.delay(attempt, self._rng))
             try:
-                return self._attempt(command)
+                return self._attempt(command, asked)
             except VersionConflict as lost_race:
                 conflict = lost_race
             except DuplicateCommand:
                 # Another delivery of this command won the race to record it.
-                return self._recorded(command)
+                return self._recorded(command, asked)
         assert conflict is not None
-        return self._finish(command, "failed", conflict)
+        return self._finish(command, asked, "failed", conflict)
 
-    def _attempt(self, command: Command) -> Outcome:
+    def fail(self, command: Command, error: str, message: str) -> Outcome:
+        """Record ``command`` as failed without deciding it (the worker could not: a bug,
+        or a database that stayed away past the command's retries). Returns what the
+        command log holds for it, which is an earlier outcome if there is one."""
+        failed = Outcome(
+            status="failed",
+            command_id=command.command_id,
+            order_id=command.order_id,
+            error=error,
+            message=message[:500],
+        )
+        return self._record(command, fingerprint(command), failed)
+
+    def _attempt(self, command: Command, asked: str) -> Outcome:
         # One read: a redelivered command finds its outcome here and writes nothing.
         stream = self._store.load_stream(
             command.order_id, snapshot_schema=SNAPSHOT_SCHEMA_VERSION, command_id=command.command_id
         )
         if stream.recorded is not None:
-            return stream.recorded
+            return _answer(command, asked, stream)
         order = _fold_stream(command.order_id, stream)
         expected = command.expected_version
         if expected is not None and expected != order.version:
             stale = VersionConflict(f"{AGGREGATE_TYPE}-{order.order_id}", expected, order.version)
-            return self._finish(command, "rejected", stale)
+            return self._finish(command, asked, "rejected", stale)
         try:
-            events = decide(order, command, at=self._clock())
+            events = decide(order, command, at=self._clock(), limits=self._limits)
         except DomainError as broken_rule:
-            return self._finish(command, "rejected", broken_rule)
+            return self._finish(command, asked, "rejected", broken_rule)
         outcome = Outcome(
             status="accepted",
             command_id=command.command_id,
@@ -119,11 +136,12 @@ class CommandHandler:
             events,
             command_type=command.command_type,
             outcome=outcome,
+            fingerprint=asked,
         )
         self._snapshot_if_due(fold(order, events), previous_version=order.version)
         return outcome
 
-    def _finish(self, command: Command, status: str, error: Exception) -> Outcome:
+    def _finish(self, command: Command, asked: str, status: str, error: Exception) -> Outcome:
         outcome = Outcome(
             status="rejected" if status == "rejected" else "failed",
             command_id=command.command_id,
@@ -131,17 +149,40 @@ class CommandHandler:
             error=type(error).__name__,
             message=str(error),
         )
-        return self._store.record_outcome(command.command_type, outcome)
+        return self._record(command, asked, outcome)
 
-    def _recorded(self, command: Command) -> Outcome:
+    def _record(self, command: Command, asked: str, outcome: Outcome) -> Outcome:
+        recorded = self._store.record_outcome(command.command_type, outcome, asked)
+        if recorded == outcome:
+            return recorded
+        # Another outcome was recorded first, maybe for another command with this id.
+        return self._recorded(command, asked)
+
+    def _recorded(self, command: Command, asked: str) -> Outcome:
         stream = self._store.load_stream(
             command.order_id, snapshot_schema=SNAPSHOT_SCHEMA_VERSION, command_id=command.command_id
         )
         if stream.recorded is None:  # pragma: no cover - the store just said it exists
             raise RuntimeError(f"command {command.command_id} vanished from the command log")
-        return stream.recorded
+        return _answer(command, asked, stream)
 
     def _snapshot_if_due(self, order: Order, previous_version: int) -> None:
         every = self._snapshot_every
         if every and order.version // every > previous_version // every:
             self._store.save_snapshot(take_snapshot(order))
+
+
+def _answer(command: Command, asked: str, stream: StreamState) -> Outcome:
+    """The recorded outcome, when it was recorded for this very command; a refusal,
+    written nowhere, when the id came with another command before."""
+    assert stream.recorded is not None
+    if stream.recorded_fingerprint in (None, asked):  # None: recorded before fingerprints
+        return stream.recorded
+    reused = CommandIdReused(command.command_id, command.command_type, command.order_id)
+    return Outcome(
+        status="rejected",
+        command_id=command.command_id,
+        order_id=command.order_id,
+        error=type(reused).__name__,
+        message=str(reused),
+    )

@@ -14,11 +14,13 @@ from domain.snapshots import Snapshot
 @dataclass(frozen=True)
 class StreamState:
     """All a decision needs, read in one go: the command's recorded outcome (if it was
-    handled before), the newest usable snapshot, and the events after it."""
+    handled before) with the fingerprint of the command it was recorded for, the newest
+    usable snapshot, and the events after it."""
 
     recorded: Outcome | None
     snapshot: Snapshot | None
     events: list[Event]
+    recorded_fingerprint: str | None = None
 
 
 class EventStore(Protocol):
@@ -40,8 +42,10 @@ class EventStore(Protocol):
         *,
         command_type: str | None = None,
         outcome: Outcome | None = None,
+        fingerprint: str | None = None,
     ) -> int:
-        """Append all of ``events`` or none, and record ``outcome`` in the same transaction.
+        """Append all of ``events`` or none, and record ``outcome`` (with the command's
+        ``fingerprint``) in the same transaction.
 
         Returns the new version. Raises ``VersionConflict`` when the stream is not at
         ``expected_version``, ``DuplicateCommand`` when the outcome's command id is
@@ -49,7 +53,9 @@ class EventStore(Protocol):
         """
         ...
 
-    def record_outcome(self, command_type: str, outcome: Outcome) -> Outcome:
+    def record_outcome(
+        self, command_type: str, outcome: Outcome, fingerprint: str | None = None
+    ) -> Outcome:
         """Record the outcome of a command that appended nothing; returns what is recorded
         (an earlier outcome of the same command id wins)."""
         ...

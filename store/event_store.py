@@ -75,12 +75,13 @@ class SqlEventStore:
         if self._postgres:
             return self._load_stream_at_once(aggregate_id, snapshot_schema, command_id)
         with self._engine.connect() as conn:
-            recorded = self._find_outcome(conn, command_id) if command_id else None
+            recorded, asked = self._logged(conn, command_id) if command_id else (None, None)
             snapshot = self._snapshot(conn, aggregate_id)
             if snapshot is not None and snapshot.schema_version != snapshot_schema:
                 snapshot = None
             after = snapshot.version if snapshot else 0
-            return StreamState(recorded, snapshot, self._load(conn, aggregate_id, after, None))
+            loaded = self._load(conn, aggregate_id, after, None)
+            return StreamState(recorded, snapshot, loaded, asked)
 
     def _load_stream_at_once(
         self, aggregate_id: str, snapshot_schema: int, command_id: str | None
@@ -91,7 +92,7 @@ class SqlEventStore:
             "aggregate_id": aggregate_id,
             "snapshot_schema": snapshot_schema,
         }
-        recorded, snapshot, stored = None, None, []
+        recorded, asked, snapshot, stored = None, None, None, []
         # Plain tuples, fetched at once: this is the hot path of every command.
         assert self._connections is not None
         rows = LOAD_STREAM.run(self._connections, params)
@@ -102,8 +103,9 @@ class SqlEventStore:
             elif part == 1:
                 snapshot = Snapshot(aggregate_id, version, schema, data)
             else:
-                recorded = Outcome.from_dict(data)
-        return StreamState(recorded, snapshot, events_from_stored(aggregate_id, stored))
+                recorded, asked = Outcome.from_dict(data), event_id or None
+        events_loaded = events_from_stored(aggregate_id, stored)
+        return StreamState(recorded, snapshot, events_loaded, asked)
 
     def latest_version(self, aggregate_id: str) -> int:
         with self._engine.connect() as conn:
@@ -128,9 +130,15 @@ class SqlEventStore:
             return self._find_outcome(conn, command_id)
 
     def _find_outcome(self, conn: Connection, command_id: str) -> Outcome | None:
-        query = select(command_log.c.outcome).where(command_log.c.command_id == command_id)
-        stored = conn.execute(query).scalar_one_or_none()
-        return None if stored is None else Outcome.from_dict(stored)
+        return self._logged(conn, command_id)[0]
+
+    def _logged(self, conn: Connection, command_id: str) -> tuple[Outcome | None, str | None]:
+        """The command's recorded outcome and fingerprint, or (None, None)."""
+        query = select(command_log.c.outcome, command_log.c.fingerprint).where(
+            command_log.c.command_id == command_id
+        )
+        row = conn.execute(query).first()
+        return (None, None) if row is None else (Outcome.from_dict(row.outcome), row.fingerprint)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -142,16 +150,19 @@ class SqlEventStore:
         *,
         command_type: str | None = None,
         outcome: Outcome | None = None,
+        fingerprint: str | None = None,
     ) -> int:
         rows = [event_to_row(event) for event in events_to_append]
         _check_stream(aggregate_id, expected_version, events_to_append)
         try:
             if self._postgres and rows:
-                self._append_at_once(aggregate_id, expected_version, rows, command_type, outcome)
+                self._append_at_once(
+                    aggregate_id, expected_version, rows, command_type, outcome, fingerprint
+                )
                 return expected_version + len(rows)
             with self._writer.begin() as conn:
                 if outcome is not None:
-                    self._record(conn, command_type or "", outcome)
+                    self._record(conn, command_type or "", outcome, fingerprint)
                 actual = self._version(conn, aggregate_id)
                 if actual != expected_version:
                     raise VersionConflict(self._stream(aggregate_id), expected_version, actual)
@@ -174,6 +185,7 @@ class SqlEventStore:
         rows: list[dict[str, Any]],
         command_type: str | None,
         outcome: Outcome | None,
+        fingerprint: str | None,
     ) -> None:
         params: dict[str, Any] = {
             "aggregate_type": self._aggregate_type,
@@ -195,6 +207,7 @@ class SqlEventStore:
                 status=outcome.status,
                 outcome=json.dumps(outcome.to_dict()),
                 command_recorded_at=datetime.now(UTC),
+                fingerprint=fingerprint,
             )
         statement = append_statement(len(rows), outcome is not None)
         assert self._connections is not None
@@ -207,10 +220,12 @@ class SqlEventStore:
             # Another delivery recorded it between this statement's snapshot and its insert.
             raise DuplicateCommand(outcome.command_id)
 
-    def record_outcome(self, command_type: str, outcome: Outcome) -> Outcome:
+    def record_outcome(
+        self, command_type: str, outcome: Outcome, fingerprint: str | None = None
+    ) -> Outcome:
         try:
             with self._writer.begin() as conn:
-                self._record(conn, command_type, outcome)
+                self._record(conn, command_type, outcome, fingerprint)
         except DuplicateCommand:
             recorded = self.find_outcome(outcome.command_id)
             if recorded is not None:
@@ -248,7 +263,9 @@ class SqlEventStore:
         )
         return int(conn.execute(query).scalar_one())
 
-    def _record(self, conn: Connection, command_type: str, outcome: Outcome) -> None:
+    def _record(
+        self, conn: Connection, command_type: str, outcome: Outcome, fingerprint: str | None
+    ) -> None:
         row = {
             "command_id": outcome.command_id,
             "command_type": command_type,
@@ -256,6 +273,7 @@ class SqlEventStore:
             "status": outcome.status,
             "outcome": outcome.to_dict(),
             "recorded_at": datetime.now(UTC),
+            "fingerprint": fingerprint,
         }
         # DO NOTHING is right here, unlike on events: a second delivery of a command must
         # find the first one's outcome, and the caller is told so.

@@ -26,8 +26,8 @@ from store.driver import DriverConnections
 # than reading the event's payload.
 _LOAD_STREAM = """
     SELECT 0 AS part, 0 AS version, 0 AS schema_version, '' AS event_type,
-           '' AS event_id, outcome AS data, NULL AS command_id, NULL AS correlation_id,
-           NULL AS causation_id, recorded_at
+           COALESCE(fingerprint, '') AS event_id, outcome AS data, NULL AS command_id,
+           NULL AS correlation_id, NULL AS causation_id, recorded_at
       FROM command_log WHERE command_id = :command_id
     UNION ALL
     SELECT 1, version, schema_version, '', '', state, NULL, NULL, NULL, taken_at
@@ -71,10 +71,12 @@ def _append(event_count: int, records_command: bool) -> str:
         """
         command AS (
             INSERT INTO command_log
-                   (command_id, command_type, aggregate_id, status, outcome, recorded_at)
+                   (command_id, command_type, aggregate_id, status, outcome, recorded_at,
+                    fingerprint)
             SELECT CAST(:command_id AS varchar), CAST(:command_type AS varchar),
                    CAST(:aggregate_id AS varchar), CAST(:status AS varchar),
-                   CAST(:outcome AS jsonb), CAST(:command_recorded_at AS timestamptz)
+                   CAST(:outcome AS jsonb), CAST(:command_recorded_at AS timestamptz),
+                   CAST(:fingerprint AS varchar)
              WHERE (SELECT version FROM current) = :expected_version
             ON CONFLICT DO NOTHING
             RETURNING 1

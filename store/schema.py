@@ -61,6 +61,9 @@ command_log = Table(
     Column("status", String(16), nullable=False),
     Column("outcome", Json, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # sha256 of what the command asked for: a redelivery matches it, another command
+    # reusing the id does not (NULL for commands recorded before it existed).
+    Column("fingerprint", String(64)),
 )
 
 dead_letters = Table(

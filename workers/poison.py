@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from commands import Outcome
-from commands.envelope import InvalidEnvelope
+from commands.envelope import InvalidEnvelope, digest
 from commands.fields import identifier
 from workers.bootstrap import Services
 
@@ -37,7 +37,9 @@ def reject_invalid(
         message=reason,
     )
     log.warning("rejected invalid command %s: %s", error.command_id, reason)
-    return services.store.record_outcome(_readable_type(envelope), outcome)
+    # The envelope's digest stands for the command's fingerprint: a valid command sent
+    # later under this id is another command, and is refused as one.
+    return services.store.record_outcome(_readable_type(envelope), outcome, digest(envelope))
 
 
 def reject_wrong_arguments(

@@ -98,14 +98,7 @@ def _decide(
             raise
         # A bug or corrupt stored data: fail this command, keep the worker going.
         log.exception("command %s failed", command.command_id)
-        failed = Outcome(
-            status="failed",
-            command_id=command.command_id,
-            order_id=command.order_id,
-            error=type(error).__name__,
-            message=str(error),
-        )
-        return services.store.record_outcome(command.command_type, failed)
+        return services.handler.fail(command, type(error).__name__, str(error))
 
 
 def _give_up(services: Services, command: Command) -> Outcome:
@@ -116,14 +109,8 @@ def _give_up(services: Services, command: Command) -> Outcome:
     the meantime, its outcome is already recorded, and that one is returned instead.
     """
     retries = services.settings.db_retries
-    failed = Outcome(
-        status="failed",
-        command_id=command.command_id,
-        order_id=command.order_id,
-        error="DatabaseUnavailable",
-        message=f"the event store was unreachable through {retries} retries; nothing was written",
-    )
-    outcome = services.store.record_outcome(command.command_type, failed)
+    reason = f"the event store was unreachable through {retries} retries; nothing was written"
+    outcome = services.handler.fail(command, "DatabaseUnavailable", reason)
     log.error("command %s: %s", command.command_id, outcome.message)
     return outcome
 
@@ -147,7 +134,7 @@ def _retry(task: Task, services: Services, error: Exception) -> NoReturn:
             delay,
             reason,
         )
-    raise task.retry(exc=error, countdown=delay, max_retries=None)
+    raise task.retry(exc=error, countdown=delay)
 
 
 def _wake_projections(app: Celery, services: Services) -> None:
@@ -184,6 +171,8 @@ task_internal_error.connect(_on_internal_error, weak=False)
 
 
 def register(app: Celery) -> None:
-    app.task(name=HANDLE_COMMAND, bind=True, shared=False)(handle_command)
+    # max_retries=None: past ORDERS_DB_RETRIES a command still waits for the database,
+    # to be recorded as failed (see _retry).
+    app.task(name=HANDLE_COMMAND, bind=True, shared=False, max_retries=None)(handle_command)
     app.task(name=WAKE_PROJECTIONS, bind=True, ignore_result=True, shared=False)(wake_projections)
     app.task(name=SWEEP_PROJECTIONS, bind=True, ignore_result=True, shared=False)(sweep_projections)

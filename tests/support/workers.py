@@ -69,8 +69,9 @@ class WorkerProcess:
             raise AssertionError("worker did not start:\n" + self.log())
         return self
 
-    def log(self) -> str:
-        return "\n".join(self.lines[-200:])
+    def log(self, lines: int | None = 200) -> str:
+        """The last ``lines`` lines it printed (None: all of them)."""
+        return "\n".join(self.lines if lines is None else self.lines[-lines:])
 
     def kill(self) -> None:
         """kill -9 the worker and its pool children: nothing gets to acknowledge."""

@@ -29,6 +29,7 @@ class FakeEventStore:
     def __init__(self) -> None:
         self.streams: dict[str, list[Event]] = {}
         self.outcomes: dict[str, Outcome] = {}
+        self.fingerprints: dict[str, str | None] = {}
         self.command_types: dict[str, str] = {}
         self.snapshots: dict[str, Snapshot] = {}
         self.saved_snapshots: list[Snapshot] = []
@@ -55,11 +56,13 @@ class FakeEventStore:
         self, aggregate_id: str, *, snapshot_schema: int, command_id: str | None = None
     ) -> StreamState:
         recorded = self.outcomes.get(command_id) if command_id else None
+        asked = self.fingerprints.get(command_id) if command_id else None
         snapshot = self.snapshots.get(aggregate_id)
         if snapshot is not None and snapshot.schema_version != snapshot_schema:
             snapshot = None
         after = snapshot.version if snapshot else 0
-        return StreamState(recorded, snapshot, self.load(aggregate_id, after_version=after))
+        events = self.load(aggregate_id, after_version=after)
+        return StreamState(recorded, snapshot, events, asked)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -77,18 +80,27 @@ class FakeEventStore:
         *,
         command_type: str | None = None,
         outcome: Outcome | None = None,
+        fingerprint: str | None = None,
     ) -> int:
         self.append_calls += 1
         return self._write(
-            aggregate_id, expected_version, events, command_type=command_type, outcome=outcome
+            aggregate_id,
+            expected_version,
+            events,
+            command_type=command_type,
+            outcome=outcome,
+            fingerprint=fingerprint,
         )
 
-    def record_outcome(self, command_type: str, outcome: Outcome) -> Outcome:
+    def record_outcome(
+        self, command_type: str, outcome: Outcome, fingerprint: str | None = None
+    ) -> Outcome:
         earlier = self.outcomes.get(outcome.command_id)
         if earlier is not None:
             return earlier
         self.outcomes[outcome.command_id] = outcome
         self.command_types[outcome.command_id] = command_type
+        self.fingerprints[outcome.command_id] = fingerprint
         return outcome
 
     def _write(
@@ -99,6 +111,7 @@ class FakeEventStore:
         *,
         command_type: str | None,
         outcome: Outcome | None,
+        fingerprint: str | None = None,
     ) -> int:
         # Every check before any write: all or nothing.
         if outcome is not None and outcome.command_id in self.outcomes:
@@ -113,6 +126,7 @@ class FakeEventStore:
         if outcome is not None:
             self.outcomes[outcome.command_id] = outcome
             self.command_types[outcome.command_id] = command_type or ""
+            self.fingerprints[outcome.command_id] = fingerprint
         return expected_version + len(events)
 
 
@@ -136,13 +150,19 @@ class RacingEventStore(FakeEventStore):
         *,
         command_type: str | None = None,
         outcome: Outcome | None = None,
+        fingerprint: str | None = None,
     ) -> int:
         if self.conflicts is None or self.conflicts > 0:
             if self.conflicts is not None:
                 self.conflicts -= 1
             self._rival_appends(aggregate_id)
         return super().append(
-            aggregate_id, expected_version, events, command_type=command_type, outcome=outcome
+            aggregate_id,
+            expected_version,
+            events,
+            command_type=command_type,
+            outcome=outcome,
+            fingerprint=fingerprint,
         )
 
     def _rival_appends(self, aggregate_id: str) -> None:
