@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from redis import Redis
 from sqlalchemy import Engine
 
+from domain.decide import Limits
 from domain.handler import CommandHandler, RetryPolicy
 from readmodels.order_history import OrderHistory
 from readmodels.runner import ProjectionRunner
@@ -44,6 +45,7 @@ def bootstrap(settings: Settings | None = None) -> Services:
         store,
         retry=RetryPolicy(max_attempts=settings.conflict_attempts),
         snapshot_every=settings.snapshot_every,
+        limits=Limits(max_lines=settings.max_lines),
     )
     reader = GlobalLogReader(engine)
     redis = _redis(settings.broker_url)

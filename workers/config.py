@@ -28,6 +28,7 @@ from commands.transport import (
     checked_url,
     redacted,
 )
+from domain.decide import DEFAULT_MAX_LINES
 
 Parse = Callable[[str, str], Any]
 
@@ -170,6 +171,12 @@ class Settings:
         _number(0.0),
         "first delay in seconds before such a retry; doubles each time, capped at 30",
         default=1.0,
+    )
+    max_lines: int = _env(
+        "ORDERS_MAX_LINES",
+        _integer(1),
+        "distinct items one order may hold; an AddItem past it is rejected (TooManyLines)",
+        default=DEFAULT_MAX_LINES,
     )
     db_pool_size: int = _env(
         "ORDERS_DB_POOL_SIZE",

@@ -478,3 +478,51 @@ def test_a_rejected_command_is_recorded_and_not_decided_again(
     # The order could be paid now, but this command id already has its answer.
     assert handler.handle(pay) == rejected
     assert row_counts(engine) == before
+
+
+def test_the_fingerprint_is_kept_with_the_outcome_and_read_with_the_stream(
+    store: SqlEventStore,
+) -> None:
+    appended, rejected = new_id(), new_id()
+    store.append(
+        ORDER,
+        0,
+        [created(ORDER)],
+        command_type="CreateOrder",
+        outcome=accepted(appended, 1, "OrderCreated"),
+        fingerprint="a" * 64,
+    )
+    store.record_outcome(
+        "PayOrder",
+        Outcome(status="rejected", command_id=rejected, order_id=ORDER, error="X"),
+        "b" * 64,
+    )
+
+    assert store.load_stream(
+        ORDER, snapshot_schema=1, command_id=appended
+    ).recorded_fingerprint == ("a" * 64)
+    assert store.load_stream(
+        ORDER, snapshot_schema=1, command_id=rejected
+    ).recorded_fingerprint == ("b" * 64)
+    assert (
+        store.load_stream(ORDER, snapshot_schema=1, command_id=new_id()).recorded_fingerprint
+        is None
+    )
+
+
+def test_a_command_id_reused_for_another_command_is_refused_and_writes_nothing(
+    store: SqlEventStore, engine: Engine
+) -> None:
+    handler = CommandHandler(store)
+    commands = walkthrough_commands()
+    for command in commands:
+        assert handler.handle(command).accepted
+    paid = commands[-1]
+    before = row_counts(engine)
+
+    reused = handler.handle(CreateOrder("order-010", "customer-9", command_id=paid.command_id))
+
+    assert (reused.status, reused.error) == ("rejected", "CommandIdReused")
+    assert row_counts(engine) == before
+    assert store.load("order-010") == []
+    assert store.find_outcome(paid.command_id) == handler.handle(paid)  # still the first's

@@ -12,7 +12,7 @@ import pytest
 
 from commands import AddItem, CancelOrder, Command, CreateOrder, PayOrder, RemoveItem
 from domain import errors
-from domain.decide import decide
+from domain.decide import Limits, decide
 from domain.events import Event, ItemAdded, ItemRemoved, OrderCancelled, OrderCreated, OrderPaid
 from domain.order import Line, Order, fold
 
@@ -170,6 +170,34 @@ def test_summed_quantity_above_the_limit_is_rejected() -> None:
         when(order, add("apple", 1))
 
     assert raised.value.item_id == "apple"
+
+
+def test_a_new_item_up_to_the_lines_limit_is_accepted() -> None:
+    limits = Limits(max_lines=3)
+    order = given(create(), add("apple"), add("pear"))
+
+    events = decide(order, add("plum"), at=NOW, limits=limits)
+
+    assert [type(event) for event in events] == [ItemAdded]
+
+
+def test_a_new_item_past_the_lines_limit_is_rejected_but_more_of_one_present_is_not() -> None:
+    limits = Limits(max_lines=2)
+    order = given(create(), add("apple"), add("pear"))
+
+    with pytest.raises(errors.TooManyLines) as raised:
+        decide(order, add("plum"), at=NOW, limits=limits)
+    more = decide(order, add("apple", 1), at=NOW, limits=limits)
+
+    assert raised.value.item_id == "plum"
+    assert "already has 2 distinct items" in str(raised.value)
+    assert [type(event) for event in more] == [ItemAdded]
+
+
+def test_the_lines_limit_is_a_thousand_unless_set() -> None:
+    assert Limits().max_lines == 1_000
+    with pytest.raises(ValueError, match="at least 1"):
+        Limits(max_lines=0)
 
 
 CLOSED = pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from commands import AddItem, CancelOrder, Command, CreateOrder, Outcome, PayOrder, RemoveItem
+from domain.decide import Limits
 from domain.handler import CommandHandler, RetryPolicy, load_order
 from domain.order import Line, Order, fold
 from domain.snapshots import Snapshot, take_snapshot
@@ -335,3 +336,103 @@ def test_snapshot_with_unknown_schema_version_is_ignored_and_stream_replayed() -
     assert store.load_calls == [(ORDER, 0)]
     assert order == fold(Order(ORDER), store.streams[ORDER])
     assert order.total == Decimal("6.00")
+
+
+# -- a command id reused for another command --------------------------------------------
+
+
+def test_a_command_id_reused_for_another_command_is_rejected_and_writes_nothing() -> None:
+    store = given(FakeEventStore(), create())
+    paid_id = "8a4b0f0e-0000-4000-8000-00000000000a"
+    handler = handler_for(store)
+    assert handler.handle(add()).accepted
+    first = handler.handle(pay(command_id=paid_id))
+    assert first.accepted
+    appended = store.append_calls
+
+    # The same id, for an order that does not exist yet: before, it got OrderPaid back.
+    reused = handler.handle(CreateOrder("order-010", "customer-9", command_id=paid_id))
+
+    assert reused.status == "rejected"
+    assert reused.error == "CommandIdReused"
+    assert reused.order_id == "order-010"
+    assert "was used before for a different command" in (reused.message or "")
+    assert store.append_calls == appended
+    assert "order-010" not in store.streams
+    assert store.outcomes[paid_id] == first  # the command log keeps the first command's
+
+
+def test_a_redelivered_command_gets_its_recorded_outcome_even_in_another_spelling() -> None:
+    store = given(FakeEventStore(), create())
+    handler = handler_for(store)
+    command_id = "8a4b0f0e-0000-4000-8000-00000000000b"
+    first = handler.handle(add("apple", 3, "1.5", command_id=command_id))
+
+    again = handler.handle(add("apple", 3, "1.50", command_id=command_id, correlation_id="c-2"))
+
+    assert again == first  # the same command: "1.5" is "1.50", a correlation id says who
+
+
+def test_a_reused_id_is_refused_when_its_first_command_was_rejected_too() -> None:
+    store = FakeEventStore()
+    handler = handler_for(store)
+    command_id = "8a4b0f0e-0000-4000-8000-00000000000c"
+    first = handler.handle(pay(command_id=command_id))  # no such order
+    assert first.status == "rejected"
+
+    reused = handler.handle(CreateOrder(ORDER, "customer-123", command_id=command_id))
+
+    assert (reused.status, reused.error) == ("rejected", "CommandIdReused")
+    assert ORDER not in store.streams
+
+
+def test_a_reused_id_losing_the_race_to_record_is_refused_too() -> None:
+    # Both deliveries read "not recorded"; the other command commits first.
+    store = FakeEventStore()
+    handler = handler_for(store)
+    command_id = "8a4b0f0e-0000-4000-8000-00000000000d"
+    rival = CreateOrder("order-rival", "customer-1", command_id=command_id)
+    original_load = store.load_stream
+    raced = False
+
+    def load_then_rival_commits(*args: Any, **kwargs: Any) -> Any:
+        nonlocal raced
+        state = original_load(*args, **kwargs)
+        if not raced:
+            raced = True
+            handler_for(store).handle(rival)
+        return state
+
+    store.load_stream = load_then_rival_commits  # type: ignore[method-assign]
+    outcome = handler.handle(CreateOrder(ORDER, "customer-123", command_id=command_id))
+
+    assert (outcome.status, outcome.error) == ("rejected", "CommandIdReused")
+    assert ORDER not in store.streams
+
+
+def test_fail_records_a_failed_outcome_and_returns_an_earlier_one_when_there_is_one() -> None:
+    store = given(FakeEventStore(), create())
+    handler = handler_for(store)
+    command = add()
+
+    failed = handler.fail(command, "DatabaseUnavailable", "the event store was unreachable")
+    accepted_before = handler.handle(pay())
+
+    assert failed == Outcome(
+        status="failed",
+        command_id=command.command_id,
+        order_id=ORDER,
+        error="DatabaseUnavailable",
+        message="the event store was unreachable",
+    )
+    assert store.outcomes[command.command_id] == failed
+    assert handler.fail(pay(command_id=accepted_before.command_id), "X", "y") == accepted_before
+
+
+def test_the_handler_applies_the_lines_limit_it_was_given() -> None:
+    store = given(FakeEventStore(), create(), add("apple"))
+    handler = handler_for(store, limits=Limits(max_lines=1))
+
+    outcome = handler.handle(add("pear"))
+
+    assert (outcome.status, outcome.error) == ("rejected", "TooManyLines")
