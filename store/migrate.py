@@ -40,3 +40,13 @@ def head_revision() -> str | None:
     """The newest revision this code ships."""
     head: str | None = ScriptDirectory.from_config(_config()).get_current_head()
     return head
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """Why this code cannot work on the database, or None when it can: the database
+    must be reachable and at the newest revision. Unreachable errors propagate."""
+    current, head = current_revision(engine), head_revision()
+    if current == head:
+        return None
+    found = f"at revision {current}" if current else "without this system's tables"
+    return f"the database is {found}, this code needs {head}: run `orders migrate`"

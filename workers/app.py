@@ -11,6 +11,7 @@ from celery import Celery
 from workers import runtime, tasks
 from workers.celery_config import celery_config
 from workers.config import Settings
+from workers.readiness import DatabaseReady
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -19,6 +20,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("orders", set_as_current=False)
     app.conf.update(celery_config(settings))
     tasks.register(app)
+    # Before it takes anything: a worker that cannot serve exits instead of failing
+    # every command (workers/readiness.py).
+    app.steps["worker"].add(DatabaseReady)
     return app
 
 

@@ -26,12 +26,17 @@ def configure(settings: Settings) -> None:
     _settings = settings
 
 
+def settings() -> Settings:
+    """The settings this process runs with."""
+    return _settings or Settings.from_env()
+
+
 def services() -> Services:
     global _services
     if _services is None:
         with _lock:
             if _services is None:
-                _services = bootstrap(_settings or Settings.from_env())
+                _services = bootstrap(settings())
     return _services
 
 

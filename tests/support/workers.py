@@ -26,23 +26,24 @@ class WorkerProcess:
         pool: str = "prefork",
         name: str = "e2e",
         beat: bool = False,
+        via: str = "celery",
     ) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.app",
-            "worker",
-            f"--queues={queues}",
-            f"--concurrency={concurrency}",
-            f"--pool={pool}",
-            f"--hostname={name}-{os.getpid()}-{time.monotonic_ns()}@%h",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            *(["--beat"] if beat else []),
-        ]
+        """``via``: "celery" starts ``celery -A workers.app worker``, "orders" the
+        project's console script ``orders worker``; the same worker either way."""
+        hostname = f"--hostname={name}-{os.getpid()}-{time.monotonic_ns()}@%h"
+        common = [f"--queues={queues}", f"--concurrency={concurrency}", f"--pool={pool}", hostname]
+        if via == "orders":
+            argv = [sys.executable, "-m", "workers.cli", "worker", *common]
+        else:
+            argv = [
+                *(sys.executable, "-m", "celery", "-A", "workers.app", "worker"),
+                *common,
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        if beat:
+            argv.append("--beat")
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.process = subprocess.Popen(
