@@ -40,7 +40,7 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from commands import AddItem, Command, CreateOrder
+from commands import AddItem, Command, CreateOrder, Outcome
 from commands.client import CommandClient, OutcomeTimeout
 from commands.transport import COMMANDS_QUEUE, HANDLE_COMMAND
 from tests.e2e._helpers import (
@@ -331,3 +331,34 @@ def test_a_command_taken_off_the_queue_but_not_yet_unacked_is_not_lost(
         f"{len(lost & _account(broker, lost).queued)} queued, "
         f"{len(lost & _held_commands(broker))} unacked"
     )
+
+
+def test_a_producer_that_resends_gets_an_outcome_for_a_command_lost_in_transit(
+    start_worker: Callable[..., WorkerProcess],
+    client: CommandClient,
+    broker: redis.Redis,
+    pg: Engine,
+) -> None:
+    # The loss above is kombu's, and no worker setting closes it; a producer closes it
+    # end to end by sending the same command again until it has an outcome.
+    first = start_worker(env=CRASH_ENV, concurrency=2, name="resend-first")
+    _create_orders(client)
+    burst = _burst(seed=17, size=120)
+    burst_ids = _send(client, burst)
+    killed = _kill_when(first, broker, burst_ids, lambda a: bool(a.in_transit(burst_ids)))
+    if killed is None:
+        pytest.skip("inconclusive: no freeze caught a command between BRPOP and unacked")
+    in_transit = killed[0].in_transit(burst_ids)
+    start_worker(env=CRASH_ENV, concurrency=2, name="resend-second")
+
+    by_id = {command.command_id: command for command in burst}
+    outcomes = {
+        command_id: client.wait(command_id, timeout=WAIT, resend_every=2, command=by_id[command_id])
+        for command_id in burst_ids
+    }
+
+    stored = read_store(pg)
+    assert in_transit <= set(outcomes)
+    for command_id, outcome in outcomes.items():
+        assert Outcome.from_dict(stored.log[command_id]["outcome"]) == outcome
+    assert_contiguous_versions(stored)
