@@ -21,6 +21,7 @@ from commands.transport import (
     SWEEP_PROJECTIONS,
     WAKE_PROJECTIONS,
 )
+from domain.errors import CommandIdReused
 from store.engine import is_unreachable
 from workers import runtime
 from workers.bootstrap import Services
@@ -29,6 +30,7 @@ from workers.poison import reject_invalid, reject_unrunnable, reject_wrong_argum
 log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY = 30.0
+REUSED = CommandIdReused.__name__
 HELD_BACK_RETRY_DELAY = 0.25
 HELD_BACK_LOOKS = 40
 
@@ -49,6 +51,11 @@ def handle_command(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         _retry(task, services, error)
     if outcome.accepted:
         _wake_projections(task.app, services)
+    elif outcome.error == REUSED:
+        # The result store keeps the first command's outcome under this id, and Celery
+        # never overwrites a SUCCESS: the producer of this other command would read
+        # that one as its own. Forgotten, the refusal below is stored in its place.
+        task.backend.forget(task.request.id)
     return outcome.to_dict()
 
 
