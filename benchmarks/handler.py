@@ -21,8 +21,8 @@ from benchmarks.measure import rate
 from benchmarks.scratch import libpq_dsn
 from commands import CreateOrder
 from domain.handler import CommandHandler
+from store import open_event_store
 from store.engine import build_engine
-from store.event_store import SqlEventStore
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ T = TypeVar("T")
 @contextmanager
 def handler_runs(url: str, threads: int, per_thread: int) -> Iterator[Callable[[], float]]:
     engine = build_engine(url, pool_size=threads + 2)
-    handler = CommandHandler(SqlEventStore(engine), snapshot_every=0)
+    handler = CommandHandler(open_event_store(engine), snapshot_every=0)
 
     def one_run() -> float:
         # Commands built before the clock starts: producing them is the producer's cost.

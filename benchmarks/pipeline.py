@@ -4,6 +4,7 @@ freshness at half the measured rate; worker memory after many commands."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,16 +19,15 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from bootstrap import order_history
 from commands import CreateOrder
 from commands.client import CommandClient
 from readmodels.checkpoints import read_state
 from readmodels.maintenance import status
 from readmodels.projections import PROJECTIONS
 from readmodels.runner import ProjectionRunner
+from store import open_event_store, open_global_log
 from store.engine import build_engine
-from store.event_store import SqlEventStore
-from store.global_log import GlobalLogReader
-from workers.bootstrap import order_history
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,7 @@ def worker(
         stderr=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     try:
         yield process
@@ -60,6 +61,13 @@ def worker(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _die_with_parent() -> None:
+    """A worker of a bench that is killed must not live on, taking whatever reaches its
+    queues next (SIGTERM from the kernel when the bench process dies; Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 @contextmanager
@@ -184,8 +192,8 @@ def _watch(engine: Engine, projected_at: dict[str, float], stop: threading.Event
 def wait_caught_up(url: str, timeout: float = 300) -> None:
     """Until every projection has read the whole log (the sweep runs it, not a wake-up)."""
     engine = build_engine(url)
-    reader = GlobalLogReader(engine)
-    runner = ProjectionRunner(engine, reader, order_history(SqlEventStore(engine)))
+    reader = open_global_log(engine)
+    runner = ProjectionRunner(engine, reader, order_history(open_event_store(engine)))
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

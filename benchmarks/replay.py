@@ -15,17 +15,16 @@ import psycopg2
 
 from benchmarks.measure import interleaved_medians, millis
 from benchmarks.scratch import libpq_dsn
+from bootstrap import order_history
 from domain.events import Event, ItemAdded, ItemRemoved, OrderCancelled, OrderCreated, OrderPaid
 from domain.handler import load_order
 from domain.snapshots import take_snapshot
 from readmodels.maintenance import rebuild
 from readmodels.projections import PROJECTIONS
+from store import open_event_store, open_global_log
 from store.codec import event_to_row
 from store.engine import build_engine
-from store.event_store import SqlEventStore
-from store.global_log import GlobalLogReader
 from store.schema import events
-from workers.bootstrap import order_history
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -56,7 +55,7 @@ def long_order(order_id: str, length: int) -> Iterator[Event]:
 
 def replay(url: str, lengths: tuple[int, ...], repeats: int) -> dict[str, float]:
     engine = build_engine(url)
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     results: dict[str, float] = {}
     middle = sorted(lengths)[len(lengths) // 2]
     try:
@@ -134,13 +133,13 @@ def rebuild_eps(url: str, event_count: int) -> float:
     engine = build_engine(url)
     try:
         _insert(engine, list(orders_log(event_count // 10)))
-        store = SqlEventStore(engine)
+        store = open_event_store(engine)
         # Counted as rebuilt, so the figure stays true on a log holding other events too.
         batches: list[int] = []
         started = time.perf_counter()
         rebuild(
             engine,
-            GlobalLogReader(engine),
+            open_global_log(engine),
             order_history(store),
             list(PROJECTIONS.values()),
             progress=batches.append,

@@ -17,8 +17,8 @@ from benchmarks import handler, peer, pipeline, replay, scaling
 from benchmarks.machine import describe, machine
 from benchmarks.measure import interleaved_medians, percentile
 from benchmarks.scratch import scratch_database
+from bootstrap import Settings
 from commands.client import CommandClient
-from workers.config import Settings
 
 
 @dataclass(frozen=True)
@@ -242,3 +242,24 @@ def table(results: dict[str, float], quick: bool) -> str:
     if quick:
         lines.append("(--quick: small sizes; proves the harness, says little about speed)")
     return "\n".join(lines)
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Every part at a small size, in about a minute.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--scaling",
+    is_flag=True,
+    help="Instead: pipeline throughput with 1, 2 and 4 worker processes, no-op and real.",
+)
+def bench(quick: bool, json_path: Path | None, scaling: bool) -> None:
+    """Measure throughput, latency, freshness, replay and memory beside their limits.
+
+    Needs PostgreSQL and Redis (ORDERS_DATABASE_URL, ORDERS_BROKER_URL); it works in a
+    scratch database it creates beside the configured one and drops afterwards.
+    """
+    run(quick, json_path, only_scaling=scaling)
+
+
+def main() -> None:
+    bench(prog_name="orders bench")

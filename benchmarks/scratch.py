@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bootstrap import migrate
 from store.engine import build_engine
-from store.migrate import migrate
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from domain.errors import MalformedEvent, UnknownEventType, UnknownSchemaVersion
 from domain.events import EVENT_TYPES, Event, EventMetadata
@@ -53,9 +53,17 @@ def upcast(event_type: str, schema_version: int, data: Payload) -> Payload:
     return data
 
 
-StoredEvent = tuple[str, int, Payload, int, str, datetime, EventMetadata]
-"""An event as stored: event_type, schema_version, data, version, event_id, timestamp,
-metadata. A plain tuple: a replay makes one per event."""
+class StoredEvent(NamedTuple):
+    """An event as the store keeps it, before upcasting. Every backend and the global
+    log read events into this one shape. A tuple: a replay makes one per event."""
+
+    event_type: str
+    schema_version: int
+    data: Payload
+    version: int
+    event_id: str
+    timestamp: datetime
+    metadata: EventMetadata
 
 
 def events_from_stored(aggregate_id: str, stored: Iterable[StoredEvent]) -> list[Event]:
@@ -66,7 +74,10 @@ def events_from_stored(aggregate_id: str, stored: Iterable[StoredEvent]) -> list
     event but the payload's own. An event is not built by its ``__init__``: a frozen
     dataclass's sets each field with ``object.__setattr__``, which cost as much as the
     rest of decoding together. Its fields go straight into its ``__dict__`` instead, the
-    payload's already checked by ``payload``.
+    payload's already checked by ``payload``. That equals calling ``__init__`` only while
+    events keep their fields in a ``__dict__`` and check nothing in ``__init__``; a test
+    (``test_building_an_event_from_the_store_is_building_it_by_its_constructor``) fails
+    as soon as an event gains ``__slots__``, a ``__post_init__`` or a default factory.
     """
     events: list[Event] = []
     for event_type, schema_version, data, version, event_id, timestamp, metadata in stored:
@@ -104,6 +115,6 @@ def event_from_stored(
     """One event of ``events_from_stored``; ``metadata`` may also be its stored mapping."""
     if not isinstance(metadata, EventMetadata):
         metadata = EventMetadata.from_dict(metadata or {})
-    stored = (event_type, schema_version, data, version, event_id, timestamp, metadata)
+    stored = StoredEvent(event_type, schema_version, data, version, event_id, timestamp, metadata)
     [event] = events_from_stored(aggregate_id, [stored])
     return event

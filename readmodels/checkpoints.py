@@ -6,12 +6,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import Connection, delete, func, select
 
 from readmodels.tables import parked_events, projection_checkpoints
+from store import backend
 from store.codec import as_utc
-from store.engine import upsert_insert
-from store.global_log import Checkpoint, RecordedEvent
+from store.log import Checkpoint, RecordedEvent
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def save_state(
         "error": error,
         "updated_at": datetime.now(UTC),
     }
-    insert = upsert_insert(conn, projection_checkpoints).values(row)
+    insert = backend(conn).upsert(projection_checkpoints).values(row)
     update = {key: insert.excluded[key] for key in row if key != "name"}
     conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_=update))
 
@@ -69,7 +69,7 @@ def park(conn: Connection, name: str, recorded: RecordedEvent, error: str) -> No
         "error": error,
         "parked_at": datetime.now(UTC),
     }
-    insert = upsert_insert(conn, parked_events).values(row)
+    insert = backend(conn).upsert(parked_events).values(row)
     update = {"error": insert.excluded.error, "parked_at": insert.excluded.parked_at}
     conn.execute(
         insert.on_conflict_do_update(index_elements=["projection", "event_id"], set_=update)
@@ -95,22 +95,14 @@ def lock_key(name: str) -> int:
 
 
 def try_lock(conn: Connection, name: str) -> bool:
-    """Take the projection's lock for this transaction, or say it is taken.
-
-    SQLite needs none: its write transactions already run one at a time.
-    """
-    if conn.dialect.name != "postgresql":
-        return True
-    acquired = conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": lock_key(name)})
-    return bool(acquired.scalar_one())
+    """Take the projection's lock for this transaction, or say it is taken."""
+    return backend(conn).try_lock(conn, lock_key(name))
 
 
 def hold_lock(conn: Connection, name: str) -> None:
     """Wait for the projection's lock and keep it for this session (a rebuild's)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": lock_key(name)})
+    backend(conn).hold_lock(conn, lock_key(name))
 
 
 def release_lock(conn: Connection, name: str) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": lock_key(name)})
+    backend(conn).release_lock(conn, lock_key(name))

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, select
 
-from readmodels.apply import Failure, Prepared, apply_prepared, prepare
+from readmodels.batch import Failure, Prepared, apply_prepared, prepare
 from readmodels.checkpoints import (
     ProjectionState,
     hold_lock,
@@ -23,11 +23,12 @@ from readmodels.checkpoints import (
     unpark,
 )
 from readmodels.order_history import OrderHistory
-from readmodels.projection import Key, Projection, Row
+from readmodels.projections.base import Key, Projection, Row
 from readmodels.rows import MemoryRows, write_rows
+from store import backend
+from store.backend import WRITE
 from store.codec import as_utc
-from store.engine import WRITE
-from store.global_log import Checkpoint, GlobalLogReader
+from store.log import Checkpoint, GlobalLog
 
 REBUILD_BATCH = 2_000
 
@@ -45,7 +46,7 @@ class ProjectionStatus:
 
 
 def status(
-    engine: Engine, reader: GlobalLogReader, projections: Iterable[Projection]
+    engine: Engine, reader: GlobalLog, projections: Iterable[Projection]
 ) -> list[ProjectionStatus]:
     now = datetime.now(UTC)
     report = []
@@ -80,7 +81,7 @@ class RebuildFailed(RuntimeError):
 
 def rebuild(
     engine: Engine,
-    reader: GlobalLogReader,
+    reader: GlobalLog,
     history: OrderHistory,
     projections: Projection | Sequence[Projection],
     progress: Callable[[int], None] = lambda _: None,
@@ -179,7 +180,7 @@ class Difference:
 
 def verify(
     engine: Engine,
-    reader: GlobalLogReader,
+    reader: GlobalLog,
     history: OrderHistory,
     projections: Iterable[Projection],
 ) -> list[Difference]:
@@ -190,9 +191,8 @@ def verify(
     """
     projections = list(projections)
     differences: list[Difference] = []
-    with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+    with engine.connect() as plain:
+        conn = backend(plain).one_snapshot(plain)
         with conn.begin():
             states = {p.name: read_state(conn, p.name) for p in projections}
             expected = {p.name: MemoryRows() for p in projections}

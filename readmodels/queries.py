@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, desc, or_, select, tuple_
+from sqlalchemy import Connection, desc, select, tuple_
 
 from readmodels.tables import (
     customer_stats,
@@ -77,14 +77,9 @@ def list_orders(
         query = query.where(order_summary.c.customer_id == customer_id)
     if after is not None:
         created_at, order_id = _decode_cursor(after)
-        query = query.where(
-            tuple_(order_summary.c.created_at, order_summary.c.order_id) < (created_at, order_id)
-            if conn.dialect.name == "postgresql"
-            else or_(
-                order_summary.c.created_at < created_at,
-                and_(order_summary.c.created_at == created_at, order_summary.c.order_id < order_id),
-            )
-        )
+        # A row-value comparison, which both databases answer from the index.
+        key = tuple_(order_summary.c.created_at, order_summary.c.order_id)
+        query = query.where(key < (created_at, order_id))
     rows = [_plain_row(row) for row in conn.execute(query.limit(limit + 1)).mappings()]
     more = len(rows) > limit
     rows = rows[:limit]

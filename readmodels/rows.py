@@ -8,18 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from functools import cache
-from typing import Any
 
 from sqlalchemy import Connection, Table, tuple_
-from sqlalchemy.sql.compiler import IdentifierPreparer
 
-from readmodels.projection import Key, Row
+from readmodels.projections.base import Key, Row
+from store import backend
 from store.codec import as_utc
-from store.driver import execute_pages
-from store.engine import upsert_insert
-
-UPSERT_PAGE = 1_000
 
 
 class MemoryRows:
@@ -78,36 +72,4 @@ class TableRows(MemoryRows):
 
 def write_rows(conn: Connection, table: Table, rows: list[Row]) -> None:
     """Insert ``rows``, or update those whose key is already there."""
-    if rows and conn.dialect.name == "postgresql":
-        _upsert_pages(conn, table, rows)
-    elif rows:
-        conn.execute(_upsert(conn, table), rows)
-
-
-def _upsert_pages(conn: Connection, table: Table, rows: list[Row]) -> None:
-    """psycopg2 runs an executemany one statement per row; ``execute_values`` sends a
-    page of rows per statement, which is what makes a rebuild fast."""
-    sql, columns = _upsert_sql(conn.dialect.identifier_preparer, table)
-    values = [tuple(row[c] for c in columns) for row in rows]
-    execute_pages(conn, sql, values, page_size=UPSERT_PAGE)
-
-
-@cache
-def _upsert_sql(quote: IdentifierPreparer, table: Table) -> tuple[str, tuple[str, ...]]:
-    columns = tuple(column.name for column in table.columns)
-    keys = [column.name for column in table.primary_key.columns]
-    updates = ", ".join(
-        f"{quote.quote(c)} = EXCLUDED.{quote.quote(c)}" for c in columns if c not in keys
-    )
-    # Only quoted names of this project's own tables and columns go into the text.
-    target = f"{quote.format_table(table)} ({', '.join(map(quote.quote, columns))})"
-    conflict = f"({', '.join(map(quote.quote, keys))}) DO UPDATE SET {updates}"
-    sql = f"INSERT INTO {target} VALUES %s ON CONFLICT {conflict}"  # noqa: S608
-    return sql, columns
-
-
-def _upsert(conn: Connection, table: Table) -> Any:
-    insert = upsert_insert(conn, table)
-    keys = [column.name for column in table.primary_key.columns]
-    values = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in keys}
-    return insert.on_conflict_do_update(index_elements=keys, set_=values)
+    backend(conn).write_rows(conn, table, rows)

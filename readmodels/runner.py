@@ -17,15 +17,16 @@ from typing import Literal
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from readmodels.apply import apply_batch
+from readmodels.batch import apply_batch
 from readmodels.checkpoints import park, read_state, save_state, try_lock, unpark
 from readmodels.order_history import OrderHistory
-from readmodels.projection import Projection
 from readmodels.projections import PROJECTIONS
+from readmodels.projections.base import Projection
 from readmodels.rows import TableRows
 from readmodels.wake import RerunRequests
-from store.engine import WRITE, is_unreachable
-from store.global_log import GlobalLogReader, RecordedEvent
+from store.backend import WRITE
+from store.errors import is_unreachable
+from store.log import GlobalLog, RecordedEvent
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ProjectionRunner:
     def __init__(
         self,
         engine: Engine,
-        reader: GlobalLogReader,
+        reader: GlobalLog,
         history: OrderHistory,
         projections: Mapping[str, Projection] = PROJECTIONS,
         batch_size: int = 500,

@@ -16,7 +16,7 @@ from sqlalchemy import (
     Text,
 )
 
-from store.types import Money
+from store.money import Money
 
 metadata = MetaData()
 Timestamp = DateTime(timezone=True)

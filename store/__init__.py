@@ -1,15 +1,31 @@
-"""Persistence: the event store, command log, snapshots and the gap-free global reader."""
+"""Persistence: the event store, command log, snapshots and the gap-free global log, on
+PostgreSQL (``store.postgres``) or SQLite (``store.sqlite``)."""
 
-from store.engine import build_engine
+from sqlalchemy import Engine
+
+from store.engine import backend, build_engine
 from store.event_store import SqlEventStore
-from store.global_log import Checkpoint, GlobalLogReader, RecordedEvent
-from store.migrate import migrate
+from store.log import Backlog, Checkpoint, GlobalLog, RecordedEvent
+
+
+def open_event_store(engine: Engine) -> SqlEventStore:
+    """The event store on ``engine``'s database."""
+    return backend(engine).event_store(engine)
+
+
+def open_global_log(engine: Engine) -> GlobalLog:
+    """The global log on ``engine``'s database."""
+    return backend(engine).global_log(engine)
+
 
 __all__ = [
+    "Backlog",
     "Checkpoint",
-    "GlobalLogReader",
+    "GlobalLog",
     "RecordedEvent",
     "SqlEventStore",
+    "backend",
     "build_engine",
-    "migrate",
+    "open_event_store",
+    "open_global_log",
 ]

@@ -1,15 +1,20 @@
-"""Between domain events and rows of the ``events`` table."""
+"""Between domain events and what the store keeps of them, for every backend.
+
+Writing: ``event_to_row``. Reading: each backend brings a row into the one stored shape,
+``StoredEvent`` (``stored_from_row`` for rows read through SQLAlchemy Core), and
+``decode`` turns stored events back into domain events, upcasting old shapes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import RowMapping
 
-from domain.events import Event
-from domain.upcasting import event_from_stored
+from domain.events import Event, EventMetadata
+from domain.upcasting import StoredEvent, events_from_stored
 
 EVENT_COLUMNS = (
     "event_id",
@@ -21,6 +26,7 @@ EVENT_COLUMNS = (
     "metadata",
     "recorded_at",
 )
+"""The ``events`` columns ``stored_from_row`` reads."""
 
 
 def event_to_row(event: Event) -> dict[str, Any]:
@@ -37,17 +43,23 @@ def event_to_row(event: Event) -> dict[str, Any]:
     }
 
 
-def event_from_row(row: Mapping[str, Any] | RowMapping) -> Event:
-    return event_from_stored(
-        event_type=row["event_type"],
-        schema_version=row["schema_version"],
-        data=row["data"],
-        aggregate_id=row["aggregate_id"],
-        version=row["version"],
-        event_id=str(row["event_id"]),
-        timestamp=as_utc(row["recorded_at"]),
-        metadata=row["metadata"],  # a mapping, or already an EventMetadata
+def stored_from_row(row: Mapping[str, Any] | RowMapping) -> StoredEvent:
+    """A row of ``EVENT_COLUMNS`` in the stored shape."""
+    metadata = row["metadata"]
+    return StoredEvent(
+        row["event_type"],
+        row["schema_version"],
+        row["data"],
+        row["version"],
+        str(row["event_id"]),
+        as_utc(row["recorded_at"]),
+        metadata if isinstance(metadata, EventMetadata) else EventMetadata.from_dict(metadata),
     )
+
+
+def decode(aggregate_id: str, stored: Iterable[StoredEvent]) -> list[Event]:
+    """One stream's events from their stored form."""
+    return events_from_stored(aggregate_id, stored)
 
 
 def as_utc(moment: datetime) -> datetime:

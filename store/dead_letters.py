@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 
+from store.backend import WRITE
 from store.codec import as_utc
-from store.engine import WRITE
 from store.schema import dead_letters
 
 MAX_BODY_CHARS = 64 * 1024

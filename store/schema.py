@@ -1,27 +1,50 @@
-"""Tables as SQLAlchemy Core sees them for queries. Alembic migrations own the DDL.
+"""The event store's tables, declared once. The migrations create them; a test holds
+the migrated database against these declarations on PostgreSQL and SQLite.
 
-``events.transaction_id`` (PostgreSQL only, ``xid8``) is left out here on purpose: the
-database fills it, and only the global reader, in its own SQL, reads it.
+What exists on one database only says so in its ``info`` (``ONLY``): the migrations
+create it there alone, and the comparison skips it elsewhere.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     SmallInteger,
     String,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from store.postgres.types import Xid8
+
 metadata = MetaData()
+ONLY = "only_on"
+"""``info`` key of a column or index that exists on one database only."""
+POSTGRES_ONLY = {ONLY: "postgresql"}
+
+
+def only_on(thing: Any) -> str | None:
+    """The one database ``thing`` (a table, column or index) exists on, or None."""
+    only: str | None = getattr(thing, "info", {}).get(ONLY)
+    for column in getattr(thing, "columns", ()):  # an index on such a column
+        only = only or column.info.get(ONLY)
+    return only
+
+
+VERSION_CONSTRAINT = "events_stream_version_key"
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 Position = BigInteger().with_variant(Integer(), "sqlite")
@@ -30,7 +53,7 @@ events = Table(
     "events",
     metadata,
     Column("position", Position, primary_key=True, autoincrement=True),
-    Column("event_id", Uuid(as_uuid=False), nullable=False, unique=True),
+    Column("event_id", Uuid(as_uuid=False), nullable=False),
     Column("aggregate_type", String(64), nullable=False),
     Column("aggregate_id", String(128), nullable=False),
     Column("version", Integer, nullable=False),
@@ -39,6 +62,21 @@ events = Table(
     Column("data", Json, nullable=False),
     Column("metadata", Json, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # The inserting transaction, for the gap-free global log (store/postgres/global_log.py);
+    # the database fills it, nothing else writes it.
+    Column(
+        "transaction_id",
+        Xid8(),
+        nullable=False,
+        server_default=text("pg_current_xact_id()"),
+        info=POSTGRES_ONLY,
+    ),
+    UniqueConstraint("event_id", name="events_event_id_key"),
+    # Optimistic concurrency: one event per version per stream, whoever commits first.
+    UniqueConstraint("aggregate_type", "aggregate_id", "version", name=VERSION_CONSTRAINT),
+    CheckConstraint("version > 0", name="events_version_positive"),
+    Index("events_transaction_position", "transaction_id", "position", info=POSTGRES_ONLY),
+    sqlite_autoincrement=True,
 )
 
 snapshots = Table(

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from celery import Celery
 
-from workers import runtime, tasks
+from bootstrap import Settings
+from workers import tasks
 from workers.celery_config import celery_config
-from workers.config import Settings
 from workers.readiness import DatabaseReady
+from workers.runtime import ProcessServices
 
 
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
-    runtime.configure(settings)
     app = Celery("orders", set_as_current=False)
     app.conf.update(celery_config(settings))
+    # The one seam between Celery and the system: tasks, the consumer and the start-up
+    # check find this process's services here.
+    app.orders_services = ProcessServices(settings)
     tasks.register(app)
     # Before it takes anything: a worker that cannot serve exits instead of failing
     # every command (workers/readiness.py).

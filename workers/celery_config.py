@@ -7,6 +7,7 @@ from typing import Any
 
 from kombu.entity import Exchange, Queue
 
+from bootstrap import Settings
 from commands.transport import (
     COMMANDS_QUEUE,
     HANDLE_COMMAND,
@@ -15,7 +16,6 @@ from commands.transport import (
     WAKE_PROJECTIONS,
     common_celery_config,
 )
-from workers.config import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from typing import Any
 from celery.worker.consumer import Consumer
 
 from commands import Outcome
-from store.engine import is_unreachable
-from workers import runtime
+from store.errors import is_unreachable
 from workers.broker import UNREADABLE_HEADER
+from workers.runtime import process_services
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class RecordingConsumer(Consumer):  # type: ignore[misc]
         """Record ``message`` with ``reason``, tell its producer, then acknowledge it."""
         queue = str((message.delivery_info or {}).get("routing_key") or "unknown")
         try:
-            runtime.services().dead_letters.record(queue, reason, _text(message.body))
+            services = process_services(self.app).services
+            services.dead_letters.record(queue, reason, _text(message.body))
         except Exception as error:
             if is_unreachable(error):
                 delay = min(MAX_RETRY_DELAY, FIRST_RETRY_DELAY * 2**attempt)

@@ -11,10 +11,10 @@ import json
 import logging
 from typing import Any
 
+from bootstrap import Services
 from commands import Outcome
 from commands.envelope import InvalidEnvelope, digest
 from commands.fields import identifier
-from workers.bootstrap import Services
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from celery import bootsteps
 
+from bootstrap import Settings, schema_problem
 from commands.transport import redacted
-from store.engine import build_engine, is_unreachable
-from store.migrate import schema_problem
-from workers import runtime
-from workers.config import Settings
+from store.engine import build_engine
+from store.errors import is_unreachable
+from workers.runtime import process_services
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class DatabaseReady(bootsteps.Step):  # type: ignore[misc]
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         try:
-            check(runtime.settings())
+            check(process_services(worker.app).settings)
         except NotReady as not_ready:
             log.critical("this worker cannot serve: %s", not_ready.reason)
             raise

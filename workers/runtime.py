@@ -1,7 +1,10 @@
-"""Per-process services for tasks: built on first use, rebuilt in each forked child.
+"""A worker process's services: built on first use, rebuilt in each forked child.
 
 A prefork child inherits its parent's memory; a database connection shared across a
 fork corrupts both ends, so each child drops what it inherited and builds its own.
+The app keeps one ``ProcessServices`` (``workers.app``); tasks reach it through their
+base class (``workers.tasks.OrdersTask``), the consumer and the start-up check through
+the app.
 """
 
 from __future__ import annotations
@@ -10,49 +13,45 @@ import gc
 import threading
 from typing import Any
 
+from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
-from workers.bootstrap import Services, bootstrap
-from workers.config import Settings
-
-_lock = threading.Lock()
-_services: Services | None = None
-_settings: Settings | None = None
+from bootstrap import Services, Settings, bootstrap
 
 
-def configure(settings: Settings) -> None:
-    """The settings this process's services are built from (set by the app factory)."""
-    global _settings
-    _settings = settings
+class ProcessServices:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._services: Services | None = None
+        # Strong references: the handlers live as long as the app that made this.
+        worker_process_init.connect(self._after_fork, weak=False)
+        worker_process_shutdown.connect(self._on_shutdown, weak=False)
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            with self._lock:
+                if self._services is None:
+                    self._services = bootstrap(self.settings)
+        return self._services
+
+    def _after_fork(self, **_: Any) -> None:
+        inherited, self._services = self._services, None
+        if inherited is not None:
+            # Forget the parent's pooled connections without closing the parent's sockets.
+            inherited.engine.dispose(close=False)
+
+    def _on_shutdown(self, **_: Any) -> None:
+        if self._services is not None:
+            self._services.close()
+            self._services = None
 
 
-def settings() -> Settings:
-    """The settings this process runs with."""
-    return _settings or Settings.from_env()
-
-
-def services() -> Services:
-    global _services
-    if _services is None:
-        with _lock:
-            if _services is None:
-                _services = bootstrap(settings())
-    return _services
-
-
-def _after_fork(**_: Any) -> None:
-    global _services
-    inherited, _services = _services, None
-    if inherited is not None:
-        # Forget the parent's pooled connections without closing the parent's sockets.
-        inherited.engine.dispose(close=False)
-
-
-def _on_shutdown(**_: Any) -> None:
-    global _services
-    if _services is not None:
-        _services.close()
-        _services = None
+def process_services(app: Celery) -> ProcessServices:
+    """The services of the app's worker process (see ``workers.app.create_app``)."""
+    found: ProcessServices = app.orders_services
+    return found
 
 
 def _freeze_start_up_objects(**_: Any) -> None:
@@ -63,5 +62,3 @@ def _freeze_start_up_objects(**_: Any) -> None:
 
 
 worker_init.connect(_freeze_start_up_objects, weak=False)
-worker_process_init.connect(_after_fork, weak=False)
-worker_process_shutdown.connect(_on_shutdown, weak=False)

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from celery import Celery, Task
 from celery.signals import task_internal_error
 
+from bootstrap import Services
 from commands import Command, Outcome
 from commands.envelope import InvalidEnvelope, decode
 from commands.transport import (
@@ -22,10 +23,9 @@ from commands.transport import (
     WAKE_PROJECTIONS,
 )
 from domain.errors import CommandIdReused
-from store.engine import is_unreachable
-from workers import runtime
-from workers.bootstrap import Services
+from store.errors import is_unreachable
 from workers.poison import reject_invalid, reject_unrunnable, reject_wrong_arguments
+from workers.runtime import process_services
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,18 @@ HELD_BACK_RETRY_DELAY = 0.25
 HELD_BACK_LOOKS = 40
 
 
-def handle_command(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+class OrdersTask(Task):  # type: ignore[misc]
+    """The base of this system's tasks: ``self.services`` are the process's services."""
+
+    @property
+    def services(self) -> Services:
+        return process_services(self.app).services
+
+
+def handle_command(task: OrdersTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     # The signature takes anything: a message with the wrong arguments is a poison
     # message to record like any other, not a TypeError inside Celery.
-    services = runtime.services()
+    services = task.services
     try:
         if len(args) == 1 and not kwargs:
             out_of_retries = task.request.retries >= services.settings.db_retries
@@ -59,9 +67,9 @@ def handle_command(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return outcome.to_dict()
 
 
-def wake_projections(task: Task, looks: int = 0) -> None:
+def wake_projections(task: OrdersTask, looks: int = 0) -> None:
     """Bring every read model up to the log's head (reading the log, not the message)."""
-    services = runtime.services()
+    services = task.services
     services.debouncer.release()
     try:
         results = services.runner.run_all()
@@ -84,9 +92,9 @@ def wake_projections(task: Task, looks: int = 0) -> None:
         )
 
 
-def sweep_projections(task: Task) -> None:
+def sweep_projections(task: OrdersTask) -> None:
     """The periodic catch-up (beat): whatever a lost wake-up missed."""
-    runtime.services().runner.run_all()
+    task.services.runner.run_all()
 
 
 def _decide(
@@ -122,7 +130,7 @@ def _give_up(services: Services, command: Command) -> Outcome:
     return outcome
 
 
-def _retry(task: Task, services: Services, error: Exception) -> NoReturn:
+def _retry(task: OrdersTask, services: Services, error: Exception) -> NoReturn:
     """Try the message again later; past ``ORDERS_DB_RETRIES`` it is only recorded as
     failed, which needs the database too, so the retries go on until it is back."""
     settings = services.settings
@@ -168,7 +176,8 @@ def _on_internal_error(
     if sender is None or sender.name != HANDLE_COMMAND:
         return
     try:
-        outcome = reject_unrunnable(runtime.services(), args, kwargs, task_id, exception)
+        services = process_services(sender.app).services
+        outcome = reject_unrunnable(services, args, kwargs, task_id, exception)
         sender.backend.store_result(task_id, outcome.to_dict(), "SUCCESS")
     except Exception:
         log.exception("could not record the refused command message %s", task_id)
@@ -178,8 +187,9 @@ task_internal_error.connect(_on_internal_error, weak=False)
 
 
 def register(app: Celery) -> None:
+    options = {"bind": True, "shared": False, "base": OrdersTask}
     # max_retries=None: past ORDERS_DB_RETRIES a command still waits for the database,
     # to be recorded as failed (see _retry).
-    app.task(name=HANDLE_COMMAND, bind=True, shared=False, max_retries=None)(handle_command)
-    app.task(name=WAKE_PROJECTIONS, bind=True, ignore_result=True, shared=False)(wake_projections)
-    app.task(name=SWEEP_PROJECTIONS, bind=True, ignore_result=True, shared=False)(sweep_projections)
+    app.task(name=HANDLE_COMMAND, max_retries=None, **options)(handle_command)
+    app.task(name=WAKE_PROJECTIONS, ignore_result=True, **options)(wake_projections)
+    app.task(name=SWEEP_PROJECTIONS, ignore_result=True, **options)(sweep_projections)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from readmodels.projection import Projection
 from readmodels.projections import (
     customer_stats,
     order_lines,
@@ -10,6 +9,7 @@ from readmodels.projections import (
     product_sales,
     revenue_daily,
 )
+from readmodels.projections.base import Projection
 
 PROJECTIONS: dict[str, Projection] = {
     module.PROJECTION.name: module.PROJECTION

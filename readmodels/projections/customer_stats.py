@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from domain.events import Event, OrderCancelled, OrderCreated, OrderPaid
 from domain.order import Order
-from readmodels.projection import Changes, Key, Projection, Rows
+from readmodels.projections.base import Changes, Key, Projection, Rows
 from readmodels.tables import customer_stats
 
 COUNTED = (OrderCreated, OrderPaid, OrderCancelled)

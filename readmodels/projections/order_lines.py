@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from domain.events import Event, ItemAdded, ItemRemoved
 from domain.order import Order
-from readmodels.projection import Changes, Key, Projection, Rows
+from readmodels.projections.base import Changes, Key, Projection, Rows
 from readmodels.tables import order_lines
 
 

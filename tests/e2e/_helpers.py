@@ -22,8 +22,8 @@ from commands.transport import COMMANDS_QUEUE, HANDLE_COMMAND
 from domain.events import Event
 from domain.handler import load_order
 from domain.order import Order, fold
-from store import SqlEventStore
-from store.codec import EVENT_COLUMNS, event_from_row
+from store import open_event_store
+from store.codec import EVENT_COLUMNS, decode, stored_from_row
 from store.schema import command_log, events
 
 TERMINAL = ("accepted", "rejected", "failed")
@@ -70,7 +70,10 @@ def read_store(pg: Engine) -> Stored:
         rows = conn.execute(query).mappings().all()
         log_rows = conn.execute(select(command_log)).mappings().all()
     log = {row["command_id"]: dict(row) for row in log_rows}
-    return Stored([event_from_row(row) for row in rows], log, len(log_rows))
+    decoded = [
+        event for row in rows for event in decode(row["aggregate_id"], [stored_from_row(row)])
+    ]
+    return Stored(decoded, log, len(log_rows))
 
 
 def assert_contiguous_versions(stored: Stored) -> None:
@@ -81,7 +84,7 @@ def assert_contiguous_versions(stored: Stored) -> None:
 
 def assert_state_is_the_fold(pg: Engine, stored: Stored) -> dict[str, Order]:
     """For each order: the handler's view (snapshot + events) equals the plain fold."""
-    store = SqlEventStore(pg)
+    store = open_event_store(pg)
     folded = {}
     for order_id, stream in stored.by_order().items():
         replayed = fold(Order(order_id), stream)

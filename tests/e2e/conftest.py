@@ -11,30 +11,52 @@ import redis
 from sqlalchemy import Engine
 
 from commands.client import CommandClient
-from tests.conftest import unavailable
+from tests.conftest import RUN_ID, unavailable
 from tests.support.workers import WorkerProcess
 
-DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/15"
+DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379"
+CLAIM = "orders:test-run"
+CLAIM_SECONDS = 6 * 3600  # a run cut short frees its database after this
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = os.environ.get("ORDERS_TEST_REDIS_URL", DEFAULT_TEST_REDIS)
+def redis_url() -> Iterator[str]:
+    """A Redis database (1 to 15) that this run claims for itself: another run on the
+    same server, a developer's and CI's, takes another one. Emptied before and after.
+    ORDERS_TEST_REDIS_URL names the server (its database number, if any, is ignored)."""
+    base = os.environ.get("ORDERS_TEST_REDIS_URL", DEFAULT_TEST_REDIS).rstrip("/")
+    server = base.rsplit("/", 1)[0] if base.count("/") > 2 else base
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        redis.Redis.from_url(f"{server}/0", socket_connect_timeout=2).ping()
     except redis.RedisError as error:
         unavailable("Redis", error)
-    return url
+    for number in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{server}/{number}")
+        if client.set(CLAIM, RUN_ID, nx=True, ex=CLAIM_SECONDS):
+            break
+        client.close()
+    else:
+        pytest.fail("every Redis database 1-15 is claimed by another test run")
+    client.flushdb()
+    client.set(CLAIM, RUN_ID, ex=CLAIM_SECONDS)
+    yield f"{server}/{number}"
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture
 def broker(redis_url: str) -> Iterator[redis.Redis]:
-    """The test's Redis database, emptied before and after."""
+    """The run's Redis database, emptied before and after (but for the run's claim)."""
     client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+    _empty(client)
     yield client
-    client.flushdb()
+    _empty(client)
     client.close()
+
+
+def _empty(client: redis.Redis) -> None:
+    client.flushdb()
+    client.set(CLAIM, RUN_ID, ex=CLAIM_SECONDS)
 
 
 @pytest.fixture

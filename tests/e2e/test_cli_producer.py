@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from commands import CreateOrder, PayOrder
 from commands.client import CommandClient
-from store import SqlEventStore
+from store import open_event_store
 from tests.support.cli import orders
 from tests.support.workers import WorkerProcess
 
@@ -29,7 +29,7 @@ def test_send_wait_with_resend_every_prints_the_outcome(
     outcome = json.loads("\n".join(printed))
     assert outcome["status"] == "accepted"
     assert outcome["command_id"] == command_id
-    assert SqlEventStore(pg).latest_version("order-cli") == 1
+    assert open_event_store(pg).latest_version("order-cli") == 1
 
 
 def test_a_command_id_reused_for_another_command_is_refused(
@@ -60,6 +60,6 @@ def test_a_command_id_reused_for_another_command_is_refused(
     outcome = json.loads("\n".join(done.stdout.splitlines()[1:]))
     assert (outcome["status"], outcome["error"]) == ("rejected", "CommandIdReused")
     assert outcome["order_id"] == "order-10"
-    store = SqlEventStore(pg)
+    store = open_event_store(pg)
     assert store.latest_version("order-10") == 0
     assert store.find_outcome(pay.command_id) == first

@@ -41,7 +41,7 @@ from domain.events import OrderCreated
 from domain.handler import CommandHandler
 from readmodels.maintenance import ProjectionStatus, status
 from readmodels.projections import PROJECTIONS
-from store import GlobalLogReader, SqlEventStore
+from store import open_event_store, open_global_log
 from store.codec import event_to_row
 from store.schema import events
 from tests.e2e._readmodel_fold import (
@@ -96,7 +96,7 @@ def accepted(client: CommandClient, command: Command) -> Outcome:
 
 
 def projection_status(pg: Engine) -> list[ProjectionStatus]:
-    return status(pg, GlobalLogReader(pg), PROJECTIONS.values())
+    return status(pg, open_global_log(pg), PROJECTIONS.values())
 
 
 def cli_status(env: dict[str, str]) -> list[dict[str, Any]]:
@@ -370,8 +370,8 @@ def test_events_appended_without_a_wake_up_reach_the_models_through_the_sweep(
 
     # The events commit and nothing wakes the projections: this process is the worker
     # that died right after its commit. One order back-dated into another UTC day.
-    handler = CommandHandler(SqlEventStore(pg))
-    back_dated = CommandHandler(SqlEventStore(pg), clock=lambda: utc(2024, 2, 29, 23, 59, 59))
+    handler = CommandHandler(open_event_store(pg))
+    back_dated = CommandHandler(open_event_store(pg), clock=lambda: utc(2024, 2, 29, 23, 59, 59))
     for outcome in (
         handler.handle(AddItem("sweep-1", "salt", 3, PRICES["salt"])),
         handler.handle(PayOrder("sweep-1", "card")),

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from commands import AddItem, CreateOrder, PayOrder
 from commands.client import CommandClient
 from domain.handler import load_order
-from store import SqlEventStore
+from store import open_event_store
 from tests.support.workers import WorkerProcess
 
 
@@ -29,7 +29,7 @@ def test_the_walkthrough_through_a_worker(
 
     assert [outcome.status for outcome in outcomes] == ["accepted"] * 4
     assert [outcome.version for outcome in outcomes] == [1, 2, 3, 4]
-    assert str(load_order(SqlEventStore(pg), "order-001")) == (
+    assert str(load_order(open_event_store(pg), "order-001")) == (
         "Order(id=order-001, customer=customer-123, items=2, total=$6.00, status=paid, version=4)"
     )
     # Any process can ask later, by command id alone.

@@ -141,7 +141,7 @@ def test_the_cli_honours_the_publish_timeout_and_exits_1_without_a_traceback(
     env.pop("ORDERS_RESULT_BACKEND", None)
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "send", "create-order", "o-1", "c-1"],
+        [sys.executable, "-m", "cli", "send", "create-order", "o-1", "c-1"],
         env=env,
         cwd=ROOT,
         capture_output=True,

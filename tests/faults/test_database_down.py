@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from commands import AddItem, CreateOrder, Outcome
 from commands.client import CommandClient, OutcomeTimeout
-from store import SqlEventStore
+from store import open_event_store
 from store.schema import command_log, events
 from tests.support.proxy import TcpProxy
 from tests.support.workers import WorkerProcess
@@ -72,7 +72,7 @@ def test_a_command_past_its_retries_is_recorded_failed_once_the_database_is_back
         # One pool process: B and C meet the very connection A left in its pool.
         concurrency=1,
     )
-    store = SqlEventStore(pg)
+    store = open_event_store(pg)
 
     # A: the path through the proxy works.
     a = CreateOrder("order-db-down", "customer-1")
@@ -230,7 +230,10 @@ def test_a_role_out_of_connection_slots_gets_its_commands_retried_never_failed(
     try:
         commands = [CreateOrder(f"order-slot-{index}", "customer-1") for index in range(150)]
         receipts = [client.send(command) for command in commands]
-        outcomes = [receipt.wait(timeout=120) for receipt in receipts]
+        try:
+            outcomes = [receipt.wait(timeout=120) for receipt in receipts]
+        except TimeoutError as late:
+            raise AssertionError(f"{late}\nworker log:\n{worker.log(400)}") from None
     finally:
         stop.set()
         flapper.join()

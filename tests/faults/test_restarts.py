@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from bootstrap import migrate
 from commands import AddItem, Command, CreateOrder
 from commands.client import CommandClient
-from store import build_engine, migrate
+from store import build_engine
 from tests.support.burst import assert_outcomes_match_the_log, send_all, wait_all
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.workers import WorkerProcess
@@ -78,7 +79,7 @@ class Producer:
         receipts = send_all(self.client, self.commands[:split], timeout=120)
         self.first_part_sent.set()
         receipts += send_all(self.client, self.commands[split:], timeout=120)
-        return wait_all(receipts, timeout=240, resend_every=resend_every)  # type: ignore[return-value]
+        return wait_all(receipts, timeout=150, resend_every=resend_every)  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -88,6 +89,7 @@ def private_redis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Re
     server.stop()
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("private_redis", ["aof", "no persistence"], indirect=True)
 def test_a_redis_restart_in_a_burst_leaves_every_command_one_outcome_the_logs(
     start_worker: Callable[..., WorkerProcess],
@@ -112,7 +114,10 @@ def test_a_redis_restart_in_a_burst_leaves_every_command_one_outcome_the_logs(
         restarter.join()
         client.close()
 
-    counts = assert_outcomes_match_the_log(pg, commands, outcomes)  # type: ignore[arg-type]
+    try:
+        counts = assert_outcomes_match_the_log(pg, commands, outcomes)  # type: ignore[arg-type]
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\nworker log:\n{worker.log(400)}") from None
     assert counts["accepted"] >= ORDERS, counts
     assert set(counts) <= {"accepted", "rejected"}, counts  # nothing failed
     if not private_redis.appendonly:

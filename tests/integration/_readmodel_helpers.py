@@ -11,11 +11,12 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from bootstrap import order_history
 from commands import AddItem, CancelOrder, Command, CreateOrder, Outcome, PayOrder, RemoveItem
 from domain.handler import CommandHandler
 from readmodels.maintenance import ProjectionStatus, status
-from readmodels.projection import Projection
 from readmodels.projections import PROJECTIONS
+from readmodels.projections.base import Projection
 from readmodels.runner import ProjectionRunner, RunResult
 from readmodels.tables import (
     customer_stats,
@@ -25,10 +26,8 @@ from readmodels.tables import (
     projection_checkpoints,
     revenue_daily,
 )
+from store import open_event_store, open_global_log
 from store.codec import as_utc
-from store.event_store import SqlEventStore
-from store.global_log import GlobalLogReader
-from workers.bootstrap import order_history
 
 READ_MODEL_TABLES = (order_summary, order_lines, customer_stats, product_sales, revenue_daily)
 START = datetime(2024, 5, 1, 22, 0, tzinfo=UTC)
@@ -56,9 +55,9 @@ class System:
     batch_size: int = 500
 
     def __post_init__(self) -> None:
-        self.store = SqlEventStore(self.engine)
+        self.store = open_event_store(self.engine)
         self.handler = CommandHandler(self.store, clock=self.clock)
-        self.reader = GlobalLogReader(self.engine)
+        self.reader = open_global_log(self.engine)
         self.runner = self.new_runner()
 
     def new_runner(self, batch_size: int | None = None) -> ProjectionRunner:

@@ -12,13 +12,12 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from bootstrap import Settings, bootstrap
 from commands import CreateOrder
 from domain.handler import CommandHandler
-from store import SqlEventStore
+from store import SqlEventStore, open_event_store
 from store.engine import build_engine
 from tests.integration._store_helpers import created, eventually
-from workers.bootstrap import bootstrap
-from workers.config import Settings
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def test_commands_on_one_thread_reuse_one_connection_whatever_the_stores(
 ) -> None:
     engine, name = tagged
     for _ in range(3):
-        store = SqlEventStore(engine)
+        store = open_event_store(engine)
         for _ in range(20):
             accept(store)
 
@@ -60,7 +59,7 @@ def test_a_statement_the_database_refuses_keeps_its_connection(
     tagged: tuple[Engine, str], pg: Engine
 ) -> None:
     engine, name = tagged
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     event = created("o-1")
     store.append("o-1", 0, [event])
 
@@ -76,7 +75,7 @@ def test_a_dropped_connection_fails_one_statement_and_the_next_reconnects(
     tagged: tuple[Engine, str], pg: Engine
 ) -> None:
     engine, name = tagged
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     accept(store)
     with pg.connect() as conn:
         conn.execute(
@@ -95,7 +94,7 @@ def test_a_dropped_connection_fails_one_statement_and_the_next_reconnects(
 
 def test_disposing_the_engine_closes_them(tagged: tuple[Engine, str], pg: Engine) -> None:
     engine, name = tagged
-    accept(SqlEventStore(engine))
+    accept(open_event_store(engine))
 
     engine.dispose()
 
@@ -108,7 +107,7 @@ def test_a_forked_child_leaves_its_parents_connections_alone(
     """Celery's prefork pool forks; the child disposes what it inherited without closing
     it (workers/runtime.py). Closing would end the parent's sessions on the server."""
     engine, name = tagged
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     accept(store)
 
     child = os.fork()
@@ -128,7 +127,7 @@ def test_more_threads_than_the_pool_holds_still_all_get_a_connection(
     """Connections kept for the hot path must not starve threads waiting on the pool:
     kept only below the pool's size, they go back to it past that."""
     engine = build_engine(postgres_url, pool_size=2, max_overflow=0, pool_timeout=5)
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     try:
         with ThreadPoolExecutor(max_workers=6) as threads:
             list(threads.map(lambda _: [accept(store) for _ in range(15)], range(6)))

@@ -12,9 +12,16 @@ from itertools import pairwise
 import pytest
 from sqlalchemy import Engine, text
 
-import store.global_log as global_log
+import store.postgres.global_log as global_log
 from domain.events import Event
-from store import Checkpoint, GlobalLogReader, RecordedEvent, SqlEventStore
+from store import (
+    Checkpoint,
+    GlobalLog,
+    RecordedEvent,
+    SqlEventStore,
+    open_event_store,
+    open_global_log,
+)
 from store.codec import event_to_row
 from store.schema import events
 from tests.integration._store_helpers import created, eventually, item_added
@@ -42,7 +49,7 @@ def append_history(store: SqlEventStore) -> list[str]:
 
 
 def whole_pass(
-    engine: Engine, reader: GlobalLogReader, after: Checkpoint, size: int
+    engine: Engine, reader: GlobalLog, after: Checkpoint, size: int
 ) -> list[RecordedEvent]:
     """What a rebuild reads: ``batches_in`` from ``after`` to the end, sizes checked."""
     with (
@@ -56,7 +63,7 @@ def whole_pass(
     return [recorded for batch in read for recorded in batch]
 
 
-def read_everything(reader: GlobalLogReader, count: int) -> list[RecordedEvent]:
+def read_everything(reader: GlobalLog, count: int) -> list[RecordedEvent]:
     return eventually(lambda: reader.read(Checkpoint(), limit=10_000), lambda r: len(r) >= count)
 
 
@@ -73,7 +80,7 @@ def assert_strictly_increasing(recorded: list[RecordedEvent]) -> None:
 class Subscriber:
     """What a projection does: read after its checkpoint, then move the checkpoint on."""
 
-    reader: GlobalLogReader
+    reader: GlobalLog
     after: Checkpoint = field(default_factory=Checkpoint)
     limit: int = 500
     delivered: list[RecordedEvent] = field(default_factory=list)
@@ -98,8 +105,8 @@ class Subscriber:
 
 
 def test_reads_every_event_in_commit_order(engine: Engine) -> None:
-    committed = append_history(SqlEventStore(engine))
-    reader = GlobalLogReader(engine)
+    committed = append_history(open_event_store(engine))
+    reader = open_global_log(engine)
 
     recorded = read_everything(reader, len(committed))
 
@@ -113,10 +120,10 @@ def test_reads_every_event_in_commit_order(engine: Engine) -> None:
 
 
 def test_the_recorded_events_equal_what_the_store_loads(engine: Engine) -> None:
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     committed = append_history(store)
 
-    recorded = read_everything(GlobalLogReader(engine), len(committed))
+    recorded = read_everything(open_global_log(engine), len(committed))
 
     by_id = {r.event.event_id: r.event for r in recorded}
     for order_id in ("order-a", "order-b", "order-c"):
@@ -126,8 +133,8 @@ def test_the_recorded_events_equal_what_the_store_loads(engine: Engine) -> None:
 
 @pytest.mark.parametrize("limit", [1, 3, 4, 100])
 def test_reading_in_batches_repeats_and_skips_nothing(engine: Engine, limit: int) -> None:
-    committed = append_history(SqlEventStore(engine))
-    subscriber = Subscriber(GlobalLogReader(engine), limit=limit)
+    committed = append_history(open_event_store(engine))
+    subscriber = Subscriber(open_global_log(engine), limit=limit)
 
     sizes = []
     deadline = time.monotonic() + 30
@@ -148,8 +155,8 @@ def test_reading_in_batches_repeats_and_skips_nothing(engine: Engine, limit: int
 
 @pytest.mark.parametrize("size", [1, 3, 100])
 def test_a_whole_pass_in_batches_reads_what_the_reader_reads(engine: Engine, size: int) -> None:
-    committed = append_history(SqlEventStore(engine))
-    reader = GlobalLogReader(engine)
+    committed = append_history(open_event_store(engine))
+    reader = open_global_log(engine)
     everything = read_everything(reader, len(committed))
 
     passed = whole_pass(engine, reader, Checkpoint(), size)
@@ -162,9 +169,9 @@ def test_a_whole_pass_in_batches_reads_what_the_reader_reads(engine: Engine, siz
 
 
 def test_events_appended_later_are_read_after_the_checkpoint(engine: Engine) -> None:
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     committed = append_history(store)
-    subscriber = Subscriber(GlobalLogReader(engine))
+    subscriber = Subscriber(open_global_log(engine))
     subscriber.poll_until(lambda seen: len(seen) >= len(committed), timeout=30)
     assert ids(subscriber.delivered) == committed
 
@@ -181,14 +188,14 @@ def test_events_appended_later_are_read_after_the_checkpoint(engine: Engine) -> 
 
 
 def test_a_batch_appended_in_one_transaction_is_returned_contiguously(engine: Engine) -> None:
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     store.append("order-a", 0, [created("order-a")])
     store.append("order-b", 0, [created("order-b")])
     batch = [item_added("order-a", v, item_id=f"a{v}") for v in (2, 3, 4, 5)]
     store.append("order-a", 1, batch)
     store.append("order-b", 1, [item_added("order-b", 2)])
 
-    recorded = read_everything(GlobalLogReader(engine), 7)
+    recorded = read_everything(open_global_log(engine), 7)
 
     batch_ids = [event.event_id for event in batch]
     start = ids(recorded).index(batch_ids[0])
@@ -211,9 +218,9 @@ class Interleaving:
     delivered: list[str]
 
 
-def interleave(pg: Engine, reader: GlobalLogReader, settle: float) -> Interleaving:
+def interleave(pg: Engine, reader: GlobalLog, settle: float) -> Interleaving:
     """A inserts and stays open; B appends and commits; a subscriber reads; A commits."""
-    store = SqlEventStore(pg)
+    store = open_event_store(pg)
     old = created("order-old")
     store.append("order-old", 0, [old])
     subscriber = Subscriber(reader)
@@ -268,7 +275,7 @@ def assert_gap_free(run: Interleaving) -> None:
 
 
 def test_a_transaction_open_across_a_later_commit_is_not_skipped(pg: Engine) -> None:
-    assert_gap_free(interleave(pg, GlobalLogReader(pg), settle=30))
+    assert_gap_free(interleave(pg, open_global_log(pg), settle=30))
 
 
 def unguarded_query() -> str:
@@ -286,19 +293,19 @@ def test_without_the_xmin_guard_the_late_commit_would_be_skipped(
     lacks ``transaction_id < pg_snapshot_xmin(...)`` hands B out early and loses A."""
     monkeypatch.setattr(global_log, "_GAP_FREE_AFTER", unguarded_query())
 
-    run = interleave(pg, GlobalLogReader(pg), settle=1)
+    run = interleave(pg, open_global_log(pg), settle=1)
 
     assert run.seen_while_a_open == [run.b]
     assert run.full_pass_while_a_open == [run.old, run.b]
     assert run.delivered == [run.old, run.b]  # A is skipped for good
-    assert run.a in ids(GlobalLogReader(pg).read(Checkpoint()))  # ... though it is there
+    assert run.a in ids(open_global_log(pg).read(Checkpoint()))  # ... though it is there
     with pytest.raises(AssertionError):
         assert_gap_free(run)
 
 
 def test_interleaved_transactions_each_come_out_contiguous(pg: Engine) -> None:
     """Positions interleave (A1 A2 B1 B2 B3 A3), the global log does not."""
-    store = SqlEventStore(pg)
+    store = open_event_store(pg)
     batch_a = [created("order-a"), item_added("order-a", 2), item_added("order-a", 3)]
     batch_b = [created("order-b"), item_added("order-b", 2), item_added("order-b", 3)]
     conn_a = pg.connect()
@@ -310,7 +317,7 @@ def test_interleaved_transactions_each_come_out_contiguous(pg: Engine) -> None:
     finally:
         conn_a.close()
 
-    recorded = read_everything(GlobalLogReader(pg), 6)
+    recorded = read_everything(open_global_log(pg), 6)
 
     assert ids(recorded) == [e.event_id for e in (*batch_a, *batch_b)]
     assert_strictly_increasing(recorded)
@@ -343,7 +350,7 @@ def test_transaction_ids_are_ordered_as_numbers_not_as_text(pg: Engine) -> None:
                     "transaction_id": str(transaction_id),
                 },
             )
-    reader = GlobalLogReader(pg)
+    reader = open_global_log(pg)
 
     everything = reader.read(Checkpoint())
     after_nine = reader.read(everything[0].checkpoint)
@@ -361,7 +368,7 @@ def test_asking_whether_rows_are_held_back_reads_the_index_not_the_log(pg: Engin
     with pg.begin() as conn:
         conn.execute(events.insert(), [event_to_row(created(f"o-{n}")) for n in range(5_000)])
     with pg.connect() as conn:
-        head = GlobalLogReader(pg).head(conn)
+        head = open_global_log(pg).head(conn)
         query = text("EXPLAIN " + str(global_log._ANY_AFTER))
         plan = "\n".join(conn.execute(query, global_log._params(head)).scalars())
 

@@ -17,7 +17,7 @@ from commands import AddItem, CreateOrder, Outcome
 from domain.errors import VersionConflict
 from domain.events import Event, ItemAdded
 from domain.handler import CommandHandler, RetryPolicy, load_order
-from store import SqlEventStore
+from store import open_event_store
 from tests.integration._store_helpers import created, item_added, row_counts
 
 WRITERS = 8
@@ -47,7 +47,7 @@ def run_together(count: int, work: Callable[[int, threading.Barrier], T]) -> lis
 
 
 def test_racing_writers_get_exactly_one_winner_per_version(pg: Engine) -> None:
-    store = SqlEventStore(pg)
+    store = open_event_store(pg)
     order_id = "order-race"
     wins: list[tuple[int, int, Event]] = []  # (round, writer, event)
     conflicts: list[tuple[int, int, int, VersionConflict]] = []  # (round, writer, read, error)
@@ -99,7 +99,7 @@ def test_racing_writers_get_exactly_one_winner_per_version(pg: Engine) -> None:
 
 @pytest.mark.parametrize("repeat", range(5))
 def test_concurrent_add_items_through_the_handler_all_apply(pg: Engine, repeat: int) -> None:
-    store = SqlEventStore(pg)
+    store = open_event_store(pg)
     order_id = f"order-{repeat}"
     handler = CommandHandler(store, retry=RetryPolicy(max_attempts=50))
     assert handler.handle(CreateOrder(order_id, customer_id="customer-123")).accepted
@@ -136,7 +136,7 @@ def test_concurrent_add_items_through_the_handler_all_apply(pg: Engine, repeat: 
 
 
 def test_one_command_delivered_to_many_workers_at_once_applies_once(pg: Engine) -> None:
-    store = SqlEventStore(pg)
+    store = open_event_store(pg)
     order_id = "order-redelivered"
     handler = CommandHandler(store, retry=RetryPolicy(max_attempts=50))
     assert handler.handle(CreateOrder(order_id, customer_id="customer-123")).accepted

@@ -24,13 +24,14 @@ from sqlalchemy import (
     update,
 )
 
-import store.global_log as global_log
+import store.postgres.global_log as global_log
+from bootstrap import order_history
 from domain.events import Event, ItemAdded
 from domain.order import Order
 from readmodels.checkpoints import save_state
 from readmodels.maintenance import Difference, RebuildFailed, rebuild, verify
-from readmodels.projection import Changes, Key, Projection, Rows
 from readmodels.projections import PROJECTIONS
+from readmodels.projections.base import Changes, Key, Projection, Rows
 from readmodels.runner import UnknownProjection
 from readmodels.tables import (
     customer_stats,
@@ -39,9 +40,9 @@ from readmodels.tables import (
     product_sales,
     projection_checkpoints,
 )
+from store.backend import WRITE
 from store.codec import event_to_row
-from store.engine import WRITE
-from store.global_log import Checkpoint
+from store.log import Checkpoint
 from store.schema import events
 from tests.integration._readmodel_helpers import (
     PHASES,
@@ -56,7 +57,6 @@ from tests.integration._readmodel_helpers import (
     snapshot_tables,
 )
 from tests.integration._store_helpers import created, raw_event_row
-from workers.bootstrap import order_history
 
 
 def verify_all(system: System) -> list[Difference]:
@@ -464,7 +464,7 @@ def test_a_poison_event_parks_the_projection_until_it_is_fixed_and_retried(
     poison_at = next(
         n
         for n, r in enumerate(recorded)
-        if r.event_type == "ItemAdded" and r.row["data"]["item_id"] == POISON
+        if r.event_type == "ItemAdded" and r.stored.data["item_id"] == POISON
     )
 
     # Parked: stopped just before the poison event, nothing after it applied.
@@ -522,7 +522,7 @@ def test_rows_the_database_refuses_park_the_event_that_made_them(
     poison_at = next(
         n
         for n, r in enumerate(recorded)
-        if r.event_type == "ItemAdded" and r.row["data"]["item_id"] == POISON
+        if r.event_type == "ItemAdded" and r.stored.data["item_id"] == POISON
     )
     # The batch holding the poison was refused whole; the runner went on one event at a
     # time, applied those before it and parked exactly the one whose rows were refused.

@@ -23,7 +23,7 @@ from readmodels.queries import (
     top_customers,
     top_products,
 )
-from store.types import Money
+from store.money import Money
 from tests.integration._readmodel_helpers import (
     PHASES,
     System,

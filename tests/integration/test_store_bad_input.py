@@ -25,7 +25,7 @@ from domain.errors import (
     VersionConflict,
 )
 from domain.handler import CommandHandler, load_order
-from store import SqlEventStore
+from store import SqlEventStore, open_event_store
 from store.schema import events
 from tests.integration._store_helpers import created, item_added, new_id, raw_event_row, row_counts
 
@@ -144,7 +144,7 @@ def test_a_bad_field_cannot_even_be_built(case: tuple[type[Command], str, Any]) 
 
 
 def test_no_bad_command_reaches_either_backend(engine: Engine) -> None:
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     handler = CommandHandler(store)
     assert handler.handle(CreateOrder(ORDER, customer_id="customer-123")).accepted
     assert handler.handle(AddItem(ORDER, item_id="apple", quantity=1, price="1.50")).accepted
@@ -164,7 +164,7 @@ def test_no_bad_command_reaches_either_backend(engine: Engine) -> None:
 
 @pytest.fixture
 def store(engine: Engine) -> SqlEventStore:
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     store.append(ORDER, 0, [created(ORDER)])
     return store
 

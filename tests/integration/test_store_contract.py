@@ -6,19 +6,19 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
+from bootstrap import MIGRATIONS, migrate
 from commands import AddItem, CreateOrder, Outcome, PayOrder
 from domain.errors import DuplicateCommand, UnknownEventType, VersionConflict
 from domain.events import EventMetadata, ItemAdded, OrderCreated, OrderPaid
 from domain.handler import CommandHandler, load_order
 from domain.order import Order, fold
 from domain.snapshots import Snapshot
-from store import SqlEventStore
-from store.migrate import MIGRATIONS, current_revision, migrate
+from store import SqlEventStore, open_event_store
+from store.migrate import current_revision
 from store.schema import events
 from tests.integration._store_helpers import (
     FIXED_TIME,
@@ -37,7 +37,7 @@ WALKTHROUGH = (
 
 @pytest.fixture
 def store(engine: Engine) -> SqlEventStore:
-    return SqlEventStore(engine)
+    return open_event_store(engine)
 
 
 def accepted(command_id: str, version: int, *event_types: str) -> Outcome:
@@ -398,9 +398,7 @@ def test_an_unknown_stored_event_type_raises_on_load(store: SqlEventStore, engin
 
 
 def scripts() -> ScriptDirectory:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config)
+    return ScriptDirectory.from_config(MIGRATIONS.config())
 
 
 def head_revision() -> str:

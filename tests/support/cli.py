@@ -8,7 +8,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-ORDERS = [sys.executable, "-m", "workers.cli"]
+from tests.support.lifetime import die_with_parent
+
+ORDERS = [sys.executable, "-m", "cli"]
 
 
 def orders(
@@ -25,4 +27,5 @@ def orders(
         text=True,
         timeout=timeout,
         check=False,
+        preexec_fn=die_with_parent,
     )

@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.support.lifetime import die_with_parent
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -33,7 +35,7 @@ class WorkerProcess:
         hostname = f"--hostname={name}-{os.getpid()}-{time.monotonic_ns()}@%h"
         common = [f"--queues={queues}", f"--concurrency={concurrency}", f"--pool={pool}", hostname]
         if via == "orders":
-            argv = [sys.executable, "-m", "workers.cli", "worker", *common]
+            argv = [sys.executable, "-m", "cli", "worker", *common]
         else:
             argv = [
                 *(sys.executable, "-m", "celery", "-A", "workers.app", "worker"),
@@ -54,6 +56,7 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # its own process group, so kill -9 reaches the children
+            preexec_fn=die_with_parent,
         )
         threading.Thread(target=self._read, daemon=True).start()
 

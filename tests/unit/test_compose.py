@@ -12,8 +12,8 @@ import click
 import pytest
 import yaml
 
-from workers.cli import cli
-from workers.config import Settings
+from bootstrap import Settings
+from cli.main import cli
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from bootstrap import ConfigError, Settings
 from commands.transport import HANDLE_COMMAND, WAKE_PROJECTIONS
 from workers import tasks
 from workers.celery_config import celery_config
-from workers.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +82,7 @@ def test_variables_of_other_programs_are_ignored() -> None:
 def test_an_explicit_mapping_is_read_instead_of_the_environment() -> None:
     # In a child process, so this process's environment stays as it is.
     code = (
-        "from workers.config import Settings\n"
+        "from bootstrap import Settings\n"
         "print(Settings.from_env({}).db_retries, Settings.from_env().db_retries)\n"
     )
     done = subprocess.run(

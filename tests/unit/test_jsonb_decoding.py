@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from store.engine import decode_jsonb
+from store.postgres.backend import decode_jsonb
 
 DOCUMENTS = [
     '{"item_id": "i2", "quantity": 1, "price": "1.00"}',

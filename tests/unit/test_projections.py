@@ -20,7 +20,6 @@ from commands import AddItem, CancelOrder, Command, CreateOrder, PayOrder, Remov
 from domain.decide import decide
 from domain.events import Event, ItemAdded, ItemRemoved, OrderCancelled, OrderCreated, OrderPaid
 from domain.order import Order, evolve
-from readmodels.projection import Key, Projection, Row
 from readmodels.projections import (
     PROJECTIONS,
     customer_stats,
@@ -29,6 +28,7 @@ from readmodels.projections import (
     product_sales,
     revenue_daily,
 )
+from readmodels.projections.base import Key, Projection, Row
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

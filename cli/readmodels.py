@@ -8,12 +8,12 @@ from typing import Any
 
 import click
 
+from bootstrap import order_history
+from cli.common import open_services
 from readmodels import queries
 from readmodels.maintenance import RebuildFailed, rebuild, status, verify
 from readmodels.projections import PROJECTIONS
-from store.global_log import Checkpoint
-from workers.bootstrap import order_history
-from workers.cli_common import open_services
+from store.log import Checkpoint
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 _STATUSES = click.Choice(["created", "paid", "cancelled"])

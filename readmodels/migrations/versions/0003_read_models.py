@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from store.types import Money
+from store.money import Money
 
 revision = "0003"
 down_revision = "0002"

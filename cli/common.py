@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 from sqlalchemy.exc import DBAPIError
 
-from store.migrate import current_revision, head_revision
-from workers.bootstrap import Services, bootstrap
-from workers.config import ConfigError, Settings
+from bootstrap import ConfigError, Services, Settings, bootstrap, schema_problem
+from commands import InvalidCommand
+from commands.fields import command_id as check_command_id
 
 
 def load_settings() -> Settings:
@@ -26,13 +27,19 @@ def open_services(*, migrated: bool = True) -> Iterator[Services]:
     """The services, for one command; with ``migrated``, refuse an unmigrated database."""
     services = bootstrap(load_settings())
     try:
-        if migrated and current_revision(services.engine) != head_revision():
-            raise click.ClickException(
-                "the database schema is missing or old: run `orders migrate` first"
-            )
+        problem = schema_problem(services.engine) if migrated else None
+        if problem is not None:
+            raise click.ClickException(problem)
         yield services
     except DBAPIError as error:
         reason = " ".join(str(error.orig).split())
         raise click.ClickException(f"database error: {reason}") from None
     finally:
         services.close()
+
+
+def parse_command_id(_ctx: Any, _param: Any, value: str) -> str:
+    try:
+        return check_command_id("COMMAND_ID", value)
+    except InvalidCommand as invalid:
+        raise click.BadParameter(invalid.reason) from None

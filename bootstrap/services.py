@@ -10,16 +10,14 @@ from dataclasses import dataclass
 from redis import Redis
 from sqlalchemy import Engine
 
+from bootstrap.config import Settings
 from domain.decide import Limits
 from domain.handler import CommandHandler, RetryPolicy
 from readmodels.order_history import OrderHistory
 from readmodels.runner import ProjectionRunner
 from readmodels.wake import RerunRequests, WakeDebouncer
+from store import GlobalLog, SqlEventStore, build_engine, open_event_store, open_global_log
 from store.dead_letters import DeadLetterLog
-from store.engine import build_engine
-from store.event_store import SqlEventStore
-from store.global_log import GlobalLogReader
-from workers.config import Settings
 
 
 @dataclass
@@ -28,7 +26,7 @@ class Services:
     engine: Engine
     store: SqlEventStore
     handler: CommandHandler
-    reader: GlobalLogReader
+    reader: GlobalLog
     dead_letters: DeadLetterLog
     runner: ProjectionRunner
     debouncer: WakeDebouncer
@@ -40,14 +38,14 @@ class Services:
 def bootstrap(settings: Settings | None = None) -> Services:
     settings = settings or Settings.from_env()
     engine = build_engine(settings.database_url, pool_size=settings.db_pool_size)
-    store = SqlEventStore(engine)
+    store = open_event_store(engine)
     handler = CommandHandler(
         store,
         retry=RetryPolicy(max_attempts=settings.conflict_attempts),
         snapshot_every=settings.snapshot_every,
         limits=Limits(max_lines=settings.max_lines),
     )
-    reader = GlobalLogReader(engine)
+    reader = open_global_log(engine)
     redis = _redis(settings.broker_url)
     runner = ProjectionRunner(
         engine,

@@ -10,10 +10,10 @@ from sqlalchemy.exc import DBAPIError
 from domain.events import Event
 from domain.order import Order
 from readmodels.order_history import OrderHistory
-from readmodels.projection import Key, Projection
+from readmodels.projections.base import Key, Projection
 from readmodels.rows import MemoryRows
-from store.engine import is_unreachable
-from store.global_log import RecordedEvent
+from store.errors import is_unreachable
+from store.log import RecordedEvent
 
 
 @dataclass(frozen=True)

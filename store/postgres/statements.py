@@ -1,4 +1,4 @@
-"""The hot path on PostgreSQL in two round trips: one statement reads all a decision
+"""The command path on PostgreSQL in two round trips: one statement reads all a decision
 needs, one statement writes all it decided.
 
 The write is a single statement, so it is one transaction on its own: it runs without
@@ -6,24 +6,28 @@ BEGIN and COMMIT round trips, and records the command only if it also appends th
 events, and appends them only if the stream is at the expected version and the command
 is new. Both statements are prepared once per connection, so PostgreSQL plans them once.
 
-They say in SQL what ``SqlEventStore`` says in several Core statements on SQLite, where
-round trips cost nothing; the contract suite runs both against the same tests.
+They say in SQL what the SQLite store says in several Core statements, where round
+trips cost nothing; the contract suite runs both against the same tests.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import DBAPIError
 
-from store.driver import DriverConnections
+from store.postgres.driver import DriverConnections
 
 # The command's recorded outcome, the newest snapshot of the schema the caller knows, and
 # the events after it (or after nothing, when there is no such snapshot), in one read.
-# The metadata comes as three text columns: parsing a JSON object per event costs more
-# than reading the event's payload.
+# Three kinds of row in one result, told apart by ``part`` and ordered by it; each kind
+# fills the columns it needs (``StreamRow`` names them). The metadata comes as three
+# text columns: parsing a JSON object per event costs more than reading the payload.
+OUTCOME, SNAPSHOT, EVENT = 0, 1, 2
+
 _LOAD_STREAM = """
     SELECT 0 AS part, 0 AS version, 0 AS schema_version, '' AS event_type,
            COALESCE(fingerprint, '') AS event_id, outcome AS data, NULL AS command_id,
@@ -46,6 +50,24 @@ _LOAD_STREAM = """
                                   AND schema_version = :snapshot_schema), 0)
     ORDER BY part, version
 """
+
+
+class StreamRow(NamedTuple):
+    """A row of ``LOAD_STREAM``. An ``OUTCOME`` row carries the recorded outcome in
+    ``data`` and the command's fingerprint in ``event_id``; a ``SNAPSHOT`` row its
+    version, schema and state; an ``EVENT`` row every column."""
+
+    part: int
+    version: int
+    schema_version: int
+    event_type: str
+    event_id: str
+    data: Any
+    command_id: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    at: datetime
+
 
 _EVENT_FIELDS = (
     ("event_id", "uuid"),

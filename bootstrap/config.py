@@ -1,4 +1,8 @@
-"""Configuration: every ORDERS_* environment variable is read here, and only here.
+"""Configuration of the system's processes: the ORDERS_* environment variables, read
+and checked in one place, each with its meaning (``orders config`` prints them).
+
+A producer reads only the few it needs (``commands/transport.py``: the broker, the
+result backend, the publish timeout); everything else is read here.
 
 With nothing set the system runs embedded: SQLite in ./orders.db and Celery's in-memory
 transport with an in-process worker. Production sets the database and broker URLs.

@@ -1,4 +1,4 @@
-"""``orders send ...`` and ``orders status``: a producer and an operator on the command line."""
+"""``orders send ...``: a producer on the command line."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from commands import (
     RemoveItem,
 )
 from commands.client import BrokerUnavailable, CommandClient, OutcomeTimeout
-from commands.fields import command_id as check_command_id
 from commands.messages import new_command_id
 from commands.transport import BrokerConfigError
 
@@ -121,13 +120,3 @@ def pay_order(order_id: str, payment_method: str, **options: Any) -> None:
 @_common
 def cancel_order(order_id: str, reason: str, **options: Any) -> None:
     _send(CancelOrder, order_id, reason, **options)
-
-
-def parse_command_id(_ctx: Any, _param: Any, value: str) -> str:
-    try:
-        return check_command_id("COMMAND_ID", value)
-    except InvalidCommand as invalid:
-        raise click.BadParameter(invalid.reason) from None
-
-
-__all__ = ["parse_command_id", "send"]

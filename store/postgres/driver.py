@@ -1,6 +1,7 @@
-"""The database driver's own cursor and connections, for the few statements where
-SQLAlchemy's per-row and per-call work costs more than the database does (the command
-handler's two statements, the global log, bulk upserts)."""
+"""psycopg2's own cursors and connections, for the few statements where SQLAlchemy's
+per-row and per-call work costs more than the database does (the command handler's two
+statements, the global log, bulk upserts). Whatever the driver raises comes out as
+SQLAlchemy's exceptions, as from any other statement."""
 
 from __future__ import annotations
 

@@ -1,98 +1,34 @@
-"""The ``orders`` command line: operate the store, run workers, send commands, the demo."""
+"""Starting the system's processes: workers, the scheduler, the demo, the benchmark.
+
+``orders worker`` and ``orders beat`` hand this process over to Celery's own command
+line (``celery -A workers.app ...``): the same worker either way, and signals reach it
+directly. The demo runs its worker inside this process (the embedded mode). The
+benchmark is a program of its own (``python -m benchmarks``), shipped with its extra.
+"""
 
 from __future__ import annotations
 
-import json
+import importlib.util
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import click
 
+from bootstrap import Services, Settings
+from bootstrap import migrate as apply_migrations
+from cli.common import load_settings, open_services
+from cli.walkthrough import ORDER_ID, run_demo
 from commands import Command, Outcome
 from commands.client import CommandClient, OutcomeTimeout
 from commands.transport import COMMANDS_QUEUE, PROJECTIONS_QUEUE
 from domain.handler import load_order
 from readmodels.queries import show_order
-from store.migrate import migrate as apply_migrations
-from workers.bootstrap import Services
-from workers.cli_common import load_settings, open_services
-from workers.cli_readmodels import COMMANDS as READ_MODEL_COMMANDS
-from workers.cli_send import parse_command_id, send
-from workers.config import Settings
-from workers.demo import ORDER_ID, print_history, run_demo
 
 
-@click.group()
-@click.version_option(package_name="celery-orders")
-def cli() -> None:
-    """Event-sourced orders on Celery, Redis and PostgreSQL."""
-
-
-cli.add_command(send)
-for command in READ_MODEL_COMMANDS:
-    cli.add_command(command)
-
-
-@cli.command()
-def migrate() -> None:
-    """Create or upgrade the database schema (safe to run again)."""
-    with open_services(migrated=False) as services:
-        apply_migrations(services.engine)
-    click.echo("database is up to date")
-
-
-@cli.command()
-@click.argument("order_id")
-@click.option("--full", is_flag=True, help="Show every data field, not just the first.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines for scripts.")
-def history(order_id: str, full: bool, as_json: bool) -> None:
-    """Print the event history of ORDER_ID."""
-    with open_services() as services:
-        events = services.store.load(order_id)
-    if not events:
-        raise click.ClickException(f"order {order_id} has no events")
-    if as_json:
-        for event in events:
-            line = {
-                "version": event.version,
-                "event_type": event.event_type,
-                "event_id": event.event_id,
-                "timestamp": event.timestamp.isoformat(),
-                "data": event.data(),
-                "metadata": event.metadata.to_dict(),
-            }
-            click.echo(json.dumps(line))
-        return
-    click.echo(f"Event History for {order_id}:")
-    print_history(events, full=full)
-
-
-@cli.command()
-@click.argument("command_id", callback=parse_command_id)
-def status(command_id: str) -> None:
-    """Print the recorded outcome of COMMAND_ID from the command log."""
-    with open_services() as services:
-        outcome = services.store.find_outcome(command_id)
-    if outcome is None:
-        raise click.ClickException(f"no outcome is recorded for command {command_id} (yet)")
-    click.echo(json.dumps(outcome.to_dict(), indent=2))
-
-
-@cli.command("dead-letters")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-def dead_letters(limit: int) -> None:
-    """Show the newest messages that could not be read as commands."""
-    with open_services() as services:
-        letters = services.dead_letters.recent(limit)
-    for letter in letters:
-        click.echo(f"#{letter.id} {letter.recorded_at:%Y-%m-%d %H:%M:%S} {letter.source}")
-        click.echo(f"  reason: {letter.reason}")
-        click.echo(f"  body:   {letter.body[:200]}")
-
-
-@cli.command()
+@click.command()
 @click.option(
     "--queues",
     default=f"{COMMANDS_QUEUE},{PROJECTIONS_QUEUE}",
@@ -119,8 +55,6 @@ def worker(
     if not chosen or unknown:
         raise click.BadParameter(f"choose from {sorted(known)}, got {unknown}", param_hint="queues")
     load_settings()  # fail with a clear message before Celery starts
-    from workers.app import app
-
     argv = ["worker", f"--queues={','.join(chosen)}", f"--pool={pool}", f"--loglevel={loglevel}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
@@ -128,46 +62,41 @@ def worker(
         argv.append(f"--hostname={hostname}")
     if beat:
         argv.append("--beat")
-    app.worker_main(argv)
+    _celery(argv)
 
 
-@cli.command()
+@click.command()
 @click.option("--loglevel", default="INFO", show_default=True)
 def beat(loglevel: str) -> None:
     """Run the scheduler that sends the periodic projection sweep (run exactly one)."""
     load_settings()
-    from workers.app import app
-
-    app.start(["beat", f"--loglevel={loglevel}"])
+    _celery(["beat", f"--loglevel={loglevel}"])
 
 
-@cli.command()
-@click.option("--quick", is_flag=True, help="Every part at a small size, in about a minute.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option(
-    "--scaling",
-    is_flag=True,
-    help="Instead: pipeline throughput with 1, 2 and 4 worker processes, no-op and real.",
-)
-def bench(quick: bool, json_path: Path | None, scaling: bool) -> None:
-    """Measure throughput, latency, freshness, replay and memory beside their limits.
-
-    Needs PostgreSQL and Redis (ORDERS_DATABASE_URL, ORDERS_BROKER_URL); it works in a
-    scratch database it creates beside the configured one and drops afterwards.
-    """
-    from benchmarks.run import run
-
-    run(quick, json_path, only_scaling=scaling)
+def _celery(argv: list[str]) -> None:
+    python = sys.executable
+    os.execv(python, [python, "-m", "celery", "-A", "workers.app", *argv])  # noqa: S606
 
 
-@cli.command()
-def config() -> None:
-    """Show the configuration in effect and the variables that set it."""
-    for variable, value, meaning in load_settings().describe():
-        click.echo(f"{variable:<26} {value:<40} {meaning}")
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def bench(arguments: tuple[str, ...]) -> None:
+    """Measure throughput, latency, freshness, replay and memory beside their limits
+    (`orders bench --help` for its options; needs the `bench` extra)."""
+    if importlib.util.find_spec("benchmarks") is None or not _bench_extra_installed():
+        raise click.ClickException(
+            "the benchmark is not installed here: install the package with its extra, "
+            "pip install 'celery-orders[bench]', from a checkout (it ships benchmarks/)"
+        )
+    python = sys.executable
+    os.execv(python, [python, "-m", "benchmarks", *arguments])  # noqa: S606
 
 
-@cli.command()
+def _bench_extra_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("eventsourcing", "psycopg"))
+
+
+@click.command()
 @click.option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True)
 def demo(timeout: float) -> None:
     """Run the walkthrough through the whole pipeline.
@@ -221,6 +150,8 @@ def _pipeline(settings: Settings) -> Iterator[CommandClient]:
         finally:
             client.close()
         return
+    # The one place the command line starts the Celery runtime in its own process: the
+    # embedded mode has nowhere else to run it.
     from workers.app import create_app
     from workers.embedded import embedded_worker
 
@@ -229,9 +160,4 @@ def _pipeline(settings: Settings) -> Iterator[CommandClient]:
         yield CommandClient(app=app)
 
 
-def main() -> None:
-    cli(prog_name="orders")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+COMMANDS = [worker, beat, bench, demo]

@@ -1,0 +1,1 @@
+"""The ``orders`` command line, an entry point over the composition root (``bootstrap``)."""

@@ -1,0 +1,5 @@
+"""``python -m cli``: the ``orders`` command line."""
+
+from cli.main import main
+
+main()

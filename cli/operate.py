@@ -1,0 +1,78 @@
+"""Operating the store: migrate it, read what it recorded, show the configuration."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from bootstrap import migrate as apply_migrations
+from cli.common import load_settings, open_services, parse_command_id
+from cli.walkthrough import print_history
+
+
+@click.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (safe to run again)."""
+    with open_services(migrated=False) as services:
+        apply_migrations(services.engine)
+    click.echo("database is up to date")
+
+
+@click.command()
+@click.argument("order_id")
+@click.option("--full", is_flag=True, help="Show every data field, not just the first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines for scripts.")
+def history(order_id: str, full: bool, as_json: bool) -> None:
+    """Print the event history of ORDER_ID."""
+    with open_services() as services:
+        events = services.store.load(order_id)
+    if not events:
+        raise click.ClickException(f"order {order_id} has no events")
+    if as_json:
+        for event in events:
+            line = {
+                "version": event.version,
+                "event_type": event.event_type,
+                "event_id": event.event_id,
+                "timestamp": event.timestamp.isoformat(),
+                "data": event.data(),
+                "metadata": event.metadata.to_dict(),
+            }
+            click.echo(json.dumps(line))
+        return
+    click.echo(f"Event History for {order_id}:")
+    print_history(events, full=full)
+
+
+@click.command()
+@click.argument("command_id", callback=parse_command_id)
+def status(command_id: str) -> None:
+    """Print the recorded outcome of COMMAND_ID from the command log."""
+    with open_services() as services:
+        outcome = services.store.find_outcome(command_id)
+    if outcome is None:
+        raise click.ClickException(f"no outcome is recorded for command {command_id} (yet)")
+    click.echo(json.dumps(outcome.to_dict(), indent=2))
+
+
+@click.command("dead-letters")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+def dead_letters(limit: int) -> None:
+    """Show the newest messages that could not be read as commands."""
+    with open_services() as services:
+        letters = services.dead_letters.recent(limit)
+    for letter in letters:
+        click.echo(f"#{letter.id} {letter.recorded_at:%Y-%m-%d %H:%M:%S} {letter.source}")
+        click.echo(f"  reason: {letter.reason}")
+        click.echo(f"  body:   {letter.body[:200]}")
+
+
+@click.command()
+def config() -> None:
+    """Show the configuration in effect and the variables that set it."""
+    for variable, value, meaning in load_settings().describe():
+        click.echo(f"{variable:<26} {value:<40} {meaning}")
+
+
+COMMANDS = [migrate, history, status, dead_letters, config]
