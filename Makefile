@@ -23,7 +23,7 @@ test: $(STAMP)  ## the whole suite, against PostgreSQL and Redis on 127.0.0.1
 lint: $(STAMP)  ## ruff and mypy (strict on domain/, store/ and commands/)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy commands domain store readmodels workers benchmarks
+	$(BIN)/mypy commands domain store readmodels bootstrap workers cli benchmarks
 
 bench: $(STAMP)  ## the full benchmark (ORDERS_DATABASE_URL and ORDERS_BROKER_URL set)
 	$(BIN)/orders bench --json bench.json
