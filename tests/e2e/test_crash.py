@@ -43,19 +43,15 @@ from sqlalchemy import Engine
 from commands import AddItem, Command, CreateOrder, Outcome
 from commands.client import CommandClient, OutcomeTimeout
 from commands.transport import COMMANDS_QUEUE, HANDLE_COMMAND
-from tests.e2e._helpers import (
-    TERMINAL,
+from tests.support.broker import TERMINAL, unacked_delivery_times, unacked_tasks, wait_all
+from tests.support.store import (
     assert_contiguous_versions,
     assert_each_accepted_command_appended_once,
     assert_one_log_row_per_command,
     assert_state_is_the_fold,
     read_store,
-    received_at,
-    task_log,
-    unacked_delivery_times,
-    unacked_tasks,
-    wait_all,
 )
+from tests.support.worker_logs import received_at, task_log
 from tests.support.workers import WorkerProcess
 
 VISIBILITY_TIMEOUT = 4

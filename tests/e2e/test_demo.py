@@ -7,8 +7,8 @@ from collections.abc import Callable
 from sqlalchemy import Engine, func, select
 
 from store.schema import command_log, events
-from tests.integration.test_cli import WALKTHROUGH_TAIL
 from tests.support.cli import orders
+from tests.support.walkthrough import WALKTHROUGH_TAIL
 from tests.support.workers import WorkerProcess
 
 

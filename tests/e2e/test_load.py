@@ -33,16 +33,14 @@ from domain.events import (
     OrderPaid,
 )
 from store.schema import dead_letters
-from tests.e2e._helpers import (
-    TERMINAL,
+from tests.support.broker import TERMINAL, send_raw, wait_all
+from tests.support.ids import new_id
+from tests.support.store import (
     assert_contiguous_versions,
     assert_each_accepted_command_appended_once,
     assert_one_log_row_per_command,
     assert_state_is_the_fold,
-    new_id,
     read_store,
-    send_raw,
-    wait_all,
 )
 from tests.support.workers import WorkerProcess
 

@@ -44,14 +44,14 @@ from readmodels.projections import PROJECTIONS
 from store import open_event_store, open_global_log
 from store.codec import event_to_row
 from store.schema import events
-from tests.e2e._readmodel_fold import (
+from tests.support.cli import orders
+from tests.support.readmodel_fold import (
     assert_models_equal_the_fold,
     clear_read_side,
     read_log,
     snapshot_read_side,
     utc,
 )
-from tests.support.cli import orders
 from tests.support.workers import WorkerProcess
 
 WAIT = 60.0

@@ -9,26 +9,7 @@ from sqlalchemy import Engine, func, select
 
 from store.schema import events
 from tests.support.cli import orders
-
-WALKTHROUGH_TAIL = """\
-=== Example 3: Pay Order ===
-✓ Order paid
-✓ Final state: Order(id=order-001, customer=customer-123, items=2, total=$6.00, status=paid, version=4)
-
-=== Example 4: View History ===
-
-Event History for order-001:
-Version    Event Type           Data
-----------------------------------------------------------------------
-1          OrderCreated         {'customer_id': 'customer-123', ...}
-2          ItemAdded            {'item_id': 'apple', ...}
-3          ItemAdded            {'item_id': 'banana', ...}
-4          OrderPaid            {'payment_method': 'credit_card', ...}
-
-=== Read Model ===
-order_summary: id=order-001, customer=customer-123, items=2, units=5, total=$6.00, status=paid, version=4
-events:        Order(id=order-001, customer=customer-123, items=2, total=$6.00, status=paid, version=4)
-"""
+from tests.support.walkthrough import WALKTHROUGH_TAIL
 
 
 def count_events(path: Path) -> int:

@@ -17,7 +17,8 @@ from commands import CreateOrder
 from domain.handler import CommandHandler
 from store import SqlEventStore, open_event_store
 from store.engine import build_engine
-from tests.integration._store_helpers import created, eventually
+from tests.support.events import created
+from tests.support.waiting import eventually
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from store import (
 )
 from store.codec import event_to_row
 from store.schema import events
-from tests.integration._store_helpers import created, eventually, item_added
+from tests.support.events import created, item_added
+from tests.support.waiting import eventually
 
 # -- helpers ------------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from domain.errors import VersionConflict
 from domain.events import Event, ItemAdded
 from domain.handler import CommandHandler, RetryPolicy, load_order
 from store import open_event_store
-from tests.integration._store_helpers import created, item_added, row_counts
+from tests.support.events import created, item_added
+from tests.support.store import row_counts
 
 WRITERS = 8
 ROUNDS = 200

@@ -44,19 +44,16 @@ from store.backend import WRITE
 from store.codec import event_to_row
 from store.log import Checkpoint
 from store.schema import events
-from tests.integration._readmodel_helpers import (
+from tests.support.commands import add, cancel, create, pay, remove
+from tests.support.events import created
+from tests.support.readmodels import (
     PHASES,
     System,
-    add,
-    cancel,
-    create,
-    pay,
-    remove,
     run_phases,
     snapshot_checkpoints,
     snapshot_tables,
 )
-from tests.integration._store_helpers import created, raw_event_row
+from tests.support.store import raw_event_row
 
 
 def verify_all(system: System) -> list[Difference]:

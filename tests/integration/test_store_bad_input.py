@@ -27,7 +27,9 @@ from domain.errors import (
 from domain.handler import CommandHandler, load_order
 from store import SqlEventStore, open_event_store
 from store.schema import events
-from tests.integration._store_helpers import created, item_added, new_id, raw_event_row, row_counts
+from tests.support.events import created, item_added
+from tests.support.ids import new_id
+from tests.support.store import raw_event_row, row_counts
 
 ORDER = "order-001"
 HUGE = "x" * 10_240

@@ -93,9 +93,3 @@ def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):  # already closed by the other side
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed by the other side
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()

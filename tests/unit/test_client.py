@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
@@ -31,6 +30,7 @@ from commands import CancelOrder, CreateOrder, InvalidCommand, Outcome
 from commands.client import BrokerUnavailable, CommandClient, OutcomeTimeout, Receipt
 from commands.envelope import MAX_ENVELOPE_BYTES, encode
 from commands.transport import COMMANDS_QUEUE, HANDLE_COMMAND, BrokerConfigError
+from tests.support.ids import new_id
 
 FAKE = "redis://fake:6379/0"
 
@@ -73,10 +73,6 @@ def backend(client: CommandClient) -> RedisBackend:
     """
     found: RedisBackend = client._app.backend
     return found
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def accepted(command_id: str) -> Outcome:

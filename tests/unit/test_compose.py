@@ -33,7 +33,13 @@ def our_services() -> dict[str, dict[str, Any]]:
 
 
 def test_every_role_runs_our_image() -> None:
-    assert set(our_services()) == {"migrate", "command-worker", "projection-worker", "beat"}
+    assert set(our_services()) == {
+        "migrate",
+        "command-worker",
+        "projection-worker",
+        "beat",
+        "api",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(our_services()))
@@ -69,3 +75,14 @@ def test_no_secret_is_written_in_the_file() -> None:
 
 def test_redis_keeps_what_it_queued() -> None:
     assert "--appendonly" in compose()["services"]["redis"]["command"]
+
+
+def test_the_image_copies_every_package_it_installs_but_the_benchmark() -> None:
+    root = COMPOSE.parent
+    installed = set(re.findall(r'"(\w+)\*"', (root / "pyproject.toml").read_text()))
+    copied = set(re.findall(r"^COPY (\w+) ", (root / "Dockerfile").read_text(), re.M))
+    assert installed - {"benchmarks"} == copied
+
+
+def test_the_api_is_published_on_loopback_only() -> None:
+    assert compose()["services"]["api"]["ports"] == ["127.0.0.1:8000:8000"]

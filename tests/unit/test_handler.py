@@ -7,27 +7,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from commands import AddItem, CancelOrder, Command, CreateOrder, Outcome, PayOrder, RemoveItem
+from commands import CancelOrder, Command, CreateOrder, Outcome, RemoveItem
 from domain.decide import Limits
 from domain.handler import CommandHandler, RetryPolicy, load_order
 from domain.order import Line, Order, fold
 from domain.snapshots import Snapshot, take_snapshot
-from tests.unit.fakes import FakeEventStore, RacingEventStore
+from tests.support.commands import ORDER, add, create, pay
+from tests.support.fakes import FakeEventStore, RacingEventStore
 
-ORDER = "order-001"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-def create() -> CreateOrder:
-    return CreateOrder(ORDER, customer_id="customer-123")
-
-
-def add(item: str = "apple", quantity: int = 3, price: str = "1.50", **kw: Any) -> AddItem:
-    return AddItem(ORDER, item_id=item, quantity=quantity, price=price, **kw)
-
-
-def pay(**kw: Any) -> PayOrder:
-    return PayOrder(ORDER, payment_method="credit_card", **kw)
 
 
 def handler_for(store: FakeEventStore, **kw: Any) -> CommandHandler:
@@ -51,14 +39,14 @@ def event_types(store: FakeEventStore) -> list[str]:
     return [event.event_type for event in store.streams.get(ORDER, [])]
 
 
-WALKTHROUGH = (create(), add("apple", 3, "1.50"), add("banana", 2, "0.75"))
+WALKTHROUGH = (create(ORDER), add(ORDER, "apple", 3, "1.50"), add(ORDER, "banana", 2, "0.75"))
 
 # -- outcomes ----------------------------------------------------------------------------
 
 
 def test_accepted_command_appends_its_events_and_records_the_outcome() -> None:
     store = FakeEventStore()
-    command = create()
+    command = create(ORDER)
 
     outcome = handler_for(store).handle(command)
 
@@ -77,7 +65,7 @@ def test_accepted_command_appends_its_events_and_records_the_outcome() -> None:
 def test_walkthrough_through_the_handler() -> None:
     store = given(FakeEventStore(), *WALKTHROUGH)
 
-    outcome = handler_for(store).handle(pay())
+    outcome = handler_for(store).handle(pay(ORDER))
 
     assert (outcome.status, outcome.version, outcome.events) == ("accepted", 4, ("OrderPaid",))
     assert str(load_order(store, ORDER)) == (
@@ -88,14 +76,14 @@ def test_walkthrough_through_the_handler() -> None:
 def test_events_carry_the_handlers_clock() -> None:
     store = FakeEventStore()
 
-    handler_for(store).handle(create())
+    handler_for(store).handle(create(ORDER))
 
     assert store.streams[ORDER][0].timestamp == NOW
 
 
 def test_rejected_command_is_recorded_and_appends_nothing() -> None:
-    store = given(FakeEventStore(), *WALKTHROUGH, pay())
-    command = pay()
+    store = given(FakeEventStore(), *WALKTHROUGH, pay(ORDER))
+    command = pay(ORDER)
 
     outcome = handler_for(store).handle(command)
 
@@ -112,7 +100,7 @@ def test_rejected_command_is_recorded_and_appends_nothing() -> None:
 def test_command_on_missing_order_is_rejected() -> None:
     store = FakeEventStore()
 
-    outcome = handler_for(store).handle(add())
+    outcome = handler_for(store).handle(add(ORDER))
 
     assert (outcome.status, outcome.error) == ("rejected", "OrderNotFound")
     assert store.streams == {}
@@ -122,8 +110,8 @@ def test_command_on_missing_order_is_rejected() -> None:
 
 
 def test_repeated_command_id_returns_the_recorded_outcome_and_appends_nothing() -> None:
-    store = given(FakeEventStore(), create())
-    command = add()
+    store = given(FakeEventStore(), create(ORDER))
+    command = add(ORDER)
     handler = handler_for(store)
     first = handler.handle(command)
 
@@ -138,10 +126,10 @@ def test_repeated_command_id_returns_the_recorded_outcome_and_appends_nothing() 
 def test_repeated_rejected_command_stays_rejected_even_when_it_would_now_succeed() -> None:
     store = FakeEventStore()
     handler = handler_for(store)
-    command = add()
+    command = add(ORDER)
     first = handler.handle(command)
     assert first.error == "OrderNotFound"
-    handler.handle(create())
+    handler.handle(create(ORDER))
     store.append_calls = 0
 
     again = handler.handle(command)
@@ -163,14 +151,14 @@ def test_redelivery_that_loses_the_race_to_record_returns_the_winners_outcome() 
                 self._write(aggregate_id, expected_version, events, **kw)
             return super().append(aggregate_id, expected_version, events, **kw)
 
-    store = given(TwinDeliveryStore(), create())
+    store = given(TwinDeliveryStore(), create(ORDER))
     store.armed = True
-    command = add()
+    command = add(ORDER)
 
     outcome = handler_for(store).handle(command)
 
     assert outcome.accepted
-    assert outcome is store.find_outcome(command.command_id)
+    assert outcome == store.find_outcome(command.command_id)  # the store gives copies
     assert event_types(store) == ["OrderCreated", "ItemAdded"]
 
 
@@ -178,10 +166,10 @@ def test_redelivery_that_loses_the_race_to_record_returns_the_winners_outcome() 
 
 
 def test_stale_expected_version_is_rejected_without_retry() -> None:
-    store = given(FakeEventStore(), create())
+    store = given(FakeEventStore(), create(ORDER))
     sleeps: list[float] = []
 
-    outcome = handler_for(store, sleep=sleeps.append).handle(add(expected_version=0))
+    outcome = handler_for(store, sleep=sleeps.append).handle(add(ORDER, expected_version=0))
 
     assert outcome.status == "rejected"
     assert outcome.error == "VersionConflict"
@@ -192,9 +180,9 @@ def test_stale_expected_version_is_rejected_without_retry() -> None:
 
 
 def test_current_expected_version_is_accepted() -> None:
-    store = given(FakeEventStore(), create())
+    store = given(FakeEventStore(), create(ORDER))
 
-    outcome = handler_for(store).handle(add(expected_version=1))
+    outcome = handler_for(store).handle(add(ORDER, expected_version=1))
 
     assert (outcome.status, outcome.version) == ("accepted", 2)
 
@@ -203,10 +191,10 @@ def test_current_expected_version_is_accepted() -> None:
 
 
 def test_lost_race_reloads_decides_again_and_is_accepted() -> None:
-    store = given(RacingEventStore(), create())
+    store = given(RacingEventStore(), create(ORDER))
     store.conflicts = 2
 
-    outcome = handler_for(store).handle(add("apple", 3, "1.50"))
+    outcome = handler_for(store).handle(add(ORDER, "apple", 3, "1.50"))
 
     assert (outcome.status, outcome.version) == ("accepted", 4)
     assert store.append_calls == 3
@@ -218,11 +206,11 @@ def test_lost_race_reloads_decides_again_and_is_accepted() -> None:
 
 
 def test_redecision_after_a_lost_race_sees_the_rivals_events() -> None:
-    store = given(RacingEventStore(), create(), add("rival-item", 9_999, "1.00"))
+    store = given(RacingEventStore(), create(ORDER), add(ORDER, "rival-item", 9_999, "1.00"))
     store.conflicts = 1
 
     # The rival's write takes rival-item to the limit: adding one more now breaks a rule.
-    outcome = handler_for(store).handle(add("rival-item", 1, "1.00"))
+    outcome = handler_for(store).handle(add(ORDER, "rival-item", 1, "1.00"))
 
     assert (outcome.status, outcome.error) == ("rejected", "QuantityLimitExceeded")
     assert load_order(store, ORDER).lines["rival-item"].quantity == 10_000
@@ -230,10 +218,10 @@ def test_redecision_after_a_lost_race_sees_the_rivals_events() -> None:
 
 def test_endless_conflicts_fail_after_max_attempts_with_backoff() -> None:
     policy = RetryPolicy()
-    store = given(RacingEventStore(), create())
+    store = given(RacingEventStore(), create(ORDER))
     store.conflicts = None
     sleeps: list[float] = []
-    command = add()
+    command = add(ORDER)
 
     outcome = handler_for(store, retry=policy, sleep=sleeps.append).handle(command)
 
@@ -249,11 +237,11 @@ def test_endless_conflicts_fail_after_max_attempts_with_backoff() -> None:
 
 def test_small_retry_policy_is_respected() -> None:
     policy = RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=0.5)
-    store = given(RacingEventStore(), create())
+    store = given(RacingEventStore(), create(ORDER))
     store.conflicts = None
     sleeps: list[float] = []
 
-    outcome = handler_for(store, retry=policy, sleep=sleeps.append).handle(add())
+    outcome = handler_for(store, retry=policy, sleep=sleeps.append).handle(add(ORDER))
 
     assert outcome.status == "failed"
     assert store.append_calls == 3
@@ -263,10 +251,10 @@ def test_small_retry_policy_is_respected() -> None:
 
 def test_backoff_is_reproducible_with_a_seeded_rng() -> None:
     def delays() -> list[float]:
-        store = given(RacingEventStore(), create())
+        store = given(RacingEventStore(), create(ORDER))
         store.conflicts = None
         sleeps: list[float] = []
-        handler_for(store, sleep=sleeps.append, rng=random.Random(0)).handle(add())
+        handler_for(store, sleep=sleeps.append, rng=random.Random(0)).handle(add(ORDER))
         return sleeps
 
     assert delays() == delays()
@@ -279,7 +267,7 @@ def test_snapshots_are_saved_every_n_versions() -> None:
     store = FakeEventStore()
     handler = handler_for(store, snapshot_every=2)
 
-    for command in (*WALKTHROUGH, pay()):
+    for command in (*WALKTHROUGH, pay(ORDER)):
         handler.handle(command)
 
     assert [snapshot.version for snapshot in store.saved_snapshots] == [2, 4]
@@ -290,14 +278,14 @@ def test_no_snapshots_by_default() -> None:
     store = FakeEventStore()
     handler = handler_for(store)
 
-    for command in (*WALKTHROUGH, pay()):
+    for command in (*WALKTHROUGH, pay(ORDER)):
         handler.handle(command)
 
     assert store.saved_snapshots == []
 
 
 def test_rejected_command_takes_no_snapshot() -> None:
-    store = given(FakeEventStore(), create())
+    store = given(FakeEventStore(), create(ORDER))
 
     handler_for(store, snapshot_every=1).handle(RemoveItem(ORDER, item_id="apple"))
 
@@ -307,11 +295,11 @@ def test_rejected_command_takes_no_snapshot() -> None:
 def test_loading_reads_only_events_after_the_snapshot() -> None:
     store = FakeEventStore()
     handler = handler_for(store, snapshot_every=2)
-    for command in (*WALKTHROUGH, add("cherry", 1, "2.00")):
+    for command in (*WALKTHROUGH, add(ORDER, "cherry", 1, "2.00")):
         handler.handle(command)
     store.load_calls.clear()
 
-    outcome = handler.handle(pay())
+    outcome = handler.handle(pay(ORDER))
 
     assert outcome.accepted
     assert store.load_calls == [(ORDER, 4)]
@@ -320,7 +308,7 @@ def test_loading_reads_only_events_after_the_snapshot() -> None:
 def test_order_from_snapshot_equals_order_from_full_replay() -> None:
     store = FakeEventStore()
     handler = handler_for(store, snapshot_every=2)
-    for command in (*WALKTHROUGH, pay()):
+    for command in (*WALKTHROUGH, pay(ORDER)):
         handler.handle(command)
     handler.handle(CancelOrder(ORDER, reason="too late"))  # rejected: paid
 
@@ -329,7 +317,7 @@ def test_order_from_snapshot_equals_order_from_full_replay() -> None:
 
 def test_snapshot_with_unknown_schema_version_is_ignored_and_stream_replayed() -> None:
     store = given(FakeEventStore(), *WALKTHROUGH)
-    store.snapshots[ORDER] = Snapshot(ORDER, 3, schema_version=99, state={"from": "the future"})
+    store.save_snapshot(Snapshot(ORDER, 3, schema_version=99, state={"from": "the future"}))
 
     order = load_order(store, ORDER)
 
@@ -342,11 +330,11 @@ def test_snapshot_with_unknown_schema_version_is_ignored_and_stream_replayed() -
 
 
 def test_a_command_id_reused_for_another_command_is_rejected_and_writes_nothing() -> None:
-    store = given(FakeEventStore(), create())
+    store = given(FakeEventStore(), create(ORDER))
     paid_id = "8a4b0f0e-0000-4000-8000-00000000000a"
     handler = handler_for(store)
-    assert handler.handle(add()).accepted
-    first = handler.handle(pay(command_id=paid_id))
+    assert handler.handle(add(ORDER)).accepted
+    first = handler.handle(pay(ORDER, command_id=paid_id))
     assert first.accepted
     appended = store.append_calls
 
@@ -363,12 +351,14 @@ def test_a_command_id_reused_for_another_command_is_rejected_and_writes_nothing(
 
 
 def test_a_redelivered_command_gets_its_recorded_outcome_even_in_another_spelling() -> None:
-    store = given(FakeEventStore(), create())
+    store = given(FakeEventStore(), create(ORDER))
     handler = handler_for(store)
     command_id = "8a4b0f0e-0000-4000-8000-00000000000b"
-    first = handler.handle(add("apple", 3, "1.5", command_id=command_id))
+    first = handler.handle(add(ORDER, "apple", 3, "1.5", command_id=command_id))
 
-    again = handler.handle(add("apple", 3, "1.50", command_id=command_id, correlation_id="c-2"))
+    again = handler.handle(
+        add(ORDER, "apple", 3, "1.50", command_id=command_id, correlation_id="c-2")
+    )
 
     assert again == first  # the same command: "1.5" is "1.50", a correlation id says who
 
@@ -377,7 +367,7 @@ def test_a_reused_id_is_refused_when_its_first_command_was_rejected_too() -> Non
     store = FakeEventStore()
     handler = handler_for(store)
     command_id = "8a4b0f0e-0000-4000-8000-00000000000c"
-    first = handler.handle(pay(command_id=command_id))  # no such order
+    first = handler.handle(pay(ORDER, command_id=command_id))  # no such order
     assert first.status == "rejected"
 
     reused = handler.handle(CreateOrder(ORDER, "customer-123", command_id=command_id))
@@ -411,12 +401,12 @@ def test_a_reused_id_losing_the_race_to_record_is_refused_too() -> None:
 
 
 def test_fail_records_a_failed_outcome_and_returns_an_earlier_one_when_there_is_one() -> None:
-    store = given(FakeEventStore(), create())
+    store = given(FakeEventStore(), create(ORDER))
     handler = handler_for(store)
-    command = add()
+    command = add(ORDER)
 
     failed = handler.fail(command, "DatabaseUnavailable", "the event store was unreachable")
-    accepted_before = handler.handle(pay())
+    accepted_before = handler.handle(pay(ORDER))
 
     assert failed == Outcome(
         status="failed",
@@ -426,13 +416,15 @@ def test_fail_records_a_failed_outcome_and_returns_an_earlier_one_when_there_is_
         message="the event store was unreachable",
     )
     assert store.outcomes[command.command_id] == failed
-    assert handler.fail(pay(command_id=accepted_before.command_id), "X", "y") == accepted_before
+    assert (
+        handler.fail(pay(ORDER, command_id=accepted_before.command_id), "X", "y") == accepted_before
+    )
 
 
 def test_the_handler_applies_the_lines_limit_it_was_given() -> None:
-    store = given(FakeEventStore(), create(), add("apple"))
+    store = given(FakeEventStore(), create(ORDER), add(ORDER, "apple"))
     handler = handler_for(store, limits=Limits(max_lines=1))
 
-    outcome = handler.handle(add("pear"))
+    outcome = handler.handle(add(ORDER, "pear"))
 
     assert (outcome.status, outcome.error) == ("rejected", "TooManyLines")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from commands import AddItem, CancelOrder, Command, CreateOrder, PayOrder, RemoveItem
+from commands import Command
 from domain.decide import decide
 from domain.events import Event, ItemAdded, ItemRemoved, OrderCancelled, OrderCreated, OrderPaid
 from domain.order import Order, evolve
@@ -29,6 +29,7 @@ from readmodels.projections import (
     revenue_daily,
 )
 from readmodels.projections.base import Key, Projection, Row
+from tests.support.commands import add, cancel, create, pay, remove
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -59,26 +60,6 @@ class History:
     def tick(self) -> datetime:
         self.clock += MINUTE
         return self.clock
-
-
-def create(order: str, customer: str = "customer-1") -> CreateOrder:
-    return CreateOrder(order, customer_id=customer)
-
-
-def add(order: str, item: str, quantity: int, price: str) -> AddItem:
-    return AddItem(order, item_id=item, quantity=quantity, price=price)
-
-
-def remove(order: str, item: str) -> RemoveItem:
-    return RemoveItem(order, item_id=item)
-
-
-def pay(order: str, method: str = "credit_card") -> PayOrder:
-    return PayOrder(order, payment_method=method)
-
-
-def cancel(order: str, reason: str = "changed my mind") -> CancelOrder:
-    return CancelOrder(order, reason=reason)
 
 
 def project(

@@ -1,47 +1,60 @@
-"""Helpers shared by the load and crash tests: sending raw envelopes, collecting
-outcomes, reading back what the workers wrote, and the invariants every run must keep."""
+"""What an SQL event store holds: counting its rows, writing rows around the codec as an
+old writer did, reading back everything the workers wrote, and the invariants every run
+must keep."""
 
 from __future__ import annotations
 
-import json
-import re
-import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-import redis
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from commands import Outcome
-from commands.client import CommandClient
-from commands.transport import COMMANDS_QUEUE, HANDLE_COMMAND
 from domain.events import Event
 from domain.handler import load_order
 from domain.order import Order, fold
 from store import open_event_store
 from store.codec import EVENT_COLUMNS, decode, stored_from_row
-from store.schema import command_log, events
-
-TERMINAL = ("accepted", "rejected", "failed")
-
-
-def send_raw(client: CommandClient, envelope: Any, task_id: str) -> str:
-    """Publish ``envelope`` as it is, bypassing the producer's validation."""
-    client._app.send_task(HANDLE_COMMAND, args=[envelope], task_id=task_id, queue=COMMANDS_QUEUE)
-    return task_id
+from store.schema import command_log, events, snapshots
+from tests.support.events import FIXED_TIME
+from tests.support.ids import new_id
 
 
-def wait_all(client: CommandClient, task_ids: Iterable[str], timeout: float) -> dict[str, Outcome]:
-    """Every task's outcome, within one overall deadline (not ``timeout`` per task)."""
-    deadline = time.monotonic() + timeout
-    outcomes: dict[str, Outcome] = {}
-    for task_id in task_ids:
-        outcomes[task_id] = client.wait(task_id, timeout=max(0.1, deadline - time.monotonic()))
-    return outcomes
+def row_counts(engine: Engine) -> dict[str, int]:
+    """How many rows each store table holds: compared before and after a failure."""
+    with engine.connect() as conn:
+        return {
+            table.name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            for table in (events, command_log, snapshots)
+        }
+
+
+def raw_event_row(
+    order_id: str,
+    version: int,
+    event_type: str,
+    data: Any,
+    *,
+    schema_version: int = 1,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A row for ``store.schema.events`` written around the codec, as an old writer did."""
+    return {
+        "event_id": event_id or new_id(),
+        "aggregate_type": "Order",
+        "aggregate_id": order_id,
+        "version": version,
+        "event_type": event_type,
+        "schema_version": schema_version,
+        "data": data,
+        "metadata": {},
+        "recorded_at": FIXED_TIME,
+    }
+
+
+# -- what the workers left ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -132,54 +145,3 @@ def assert_one_log_row_per_command(
         row = stored.log[command_id]
         assert Outcome.from_dict(row["outcome"]) == outcomes[command_id], command_id
         assert row["status"] == outcomes[command_id].status
-
-
-# -- the broker's view -------------------------------------------------------------------
-
-
-def unacked_tasks(broker: redis.Redis) -> dict[str, str]:
-    """task id -> task name of every message kombu's Redis transport holds as unacked."""
-    held = {}
-    for raw in broker.hvals("unacked"):
-        message, _exchange, _routing_key = json.loads(raw)
-        headers = message.get("headers") or {}
-        held[str(headers.get("id"))] = str(headers.get("task"))
-    return held
-
-
-def unacked_delivery_times(broker: redis.Redis) -> list[float]:
-    """When each unacked message was delivered (the scores of kombu's index)."""
-    return [float(entry[1]) for entry in broker.zrange("unacked_index", 0, -1, withscores=True)]
-
-
-# -- worker logs -------------------------------------------------------------------------
-
-_TASK_LINE = re.compile(
-    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): .*"
-    r"Task orders\.handle_command\[([0-9a-f-]{36})\] (received|succeeded)"
-)
-
-
-def task_log(lines: Iterable[str]) -> dict[str, set[str]]:
-    """``received`` and ``succeeded`` task ids in a worker's log."""
-    seen: dict[str, set[str]] = {"received": set(), "succeeded": set()}
-    for line in list(lines):
-        match = _TASK_LINE.search(line)
-        if match:
-            seen[match.group(3)].add(match.group(2))
-    return seen
-
-
-def received_at(lines: Iterable[str]) -> dict[str, float]:
-    """task id -> when the worker logged it as received (epoch seconds, local clock)."""
-    times: dict[str, float] = {}
-    for line in list(lines):
-        match = _TASK_LINE.search(line)
-        if match and match.group(3) == "received":
-            logged = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
-            times.setdefault(match.group(2), logged.timestamp())
-    return times
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())

@@ -1,4 +1,5 @@
-"""Builders and probes shared by the read-model integration tests."""
+"""The write side and the read side of one database, wired together, a small shop's
+evening of commands to run through them, and snapshots of the read-model tables."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from bootstrap import order_history
-from commands import AddItem, CancelOrder, Command, CreateOrder, Outcome, PayOrder, RemoveItem
+from commands import Command, Outcome
 from domain.handler import CommandHandler
 from readmodels.maintenance import ProjectionStatus, status
 from readmodels.projections import PROJECTIONS
@@ -28,6 +29,7 @@ from readmodels.tables import (
 )
 from store import open_event_store, open_global_log
 from store.codec import as_utc
+from tests.support.commands import add, cancel, create, pay, remove
 
 READ_MODEL_TABLES = (order_summary, order_lines, customer_stats, product_sales, revenue_daily)
 START = datetime(2024, 5, 1, 22, 0, tzinfo=UTC)
@@ -104,29 +106,6 @@ class System:
             time.sleep(0.05)
         # The last run's states, with what every run applied.
         return [replace(result, applied=applied[result.projection]) for result in results]
-
-
-# -- commands -----------------------------------------------------------------------------
-
-
-def create(order: str, customer: str) -> CreateOrder:
-    return CreateOrder(order, customer_id=customer)
-
-
-def add(order: str, item: str, quantity: int, price: str) -> AddItem:
-    return AddItem(order, item_id=item, quantity=quantity, price=price)
-
-
-def remove(order: str, item: str) -> RemoveItem:
-    return RemoveItem(order, item_id=item)
-
-
-def pay(order: str, method: str = "credit_card") -> PayOrder:
-    return PayOrder(order, payment_method=method)
-
-
-def cancel(order: str, reason: str = "changed my mind") -> CancelOrder:
-    return CancelOrder(order, reason=reason)
 
 
 # Three phases of a small shop's evening, run with projection runs in between. Every
