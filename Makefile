@@ -6,7 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench format clean
+INTEROP := tests/interop
+BARE    := $(INTEROP)/.venv-bare
+
+.PHONY: demo test lint bench format clean interop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +20,26 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## the walkthrough, embedded: SQLite and an in-process worker
 	$(BIN)/orders demo
 
-test: $(STAMP)  ## the whole suite, against PostgreSQL and Redis on 127.0.0.1
+test: $(STAMP) interop  ## the whole suite, against PostgreSQL and Redis on 127.0.0.1
 	$(BIN)/pytest
+
+# Producers in other languages, for the wire-contract tests: Node.js with celery-node
+# (from the lock file), and a Python with Celery alone, without this project.
+interop: $(INTEROP)/node/node_modules/.installed $(BARE)/.installed
+
+$(INTEROP)/node/node_modules/.installed: $(INTEROP)/node/package-lock.json
+	cd $(INTEROP)/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(BARE)/.installed: $(INTEROP)/python/requirements.txt
+	$(PYTHON) -m venv $(BARE)
+	$(BARE)/bin/pip install --quiet -r $(INTEROP)/python/requirements.txt
+	touch $@
 
 lint: $(STAMP)  ## ruff and mypy (strict on domain/, store/ and commands/)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy commands domain store readmodels bootstrap workers cli benchmarks
+	$(BIN)/mypy commands domain store readmodels bootstrap workers cli api benchmarks
 
 bench: $(STAMP)  ## the full benchmark (ORDERS_DATABASE_URL and ORDERS_BROKER_URL set)
 	$(BIN)/orders bench --json bench.json
@@ -33,4 +49,5 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) orders.db orders.db-wal orders.db-shm .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BARE) $(INTEROP)/node/node_modules orders.db orders.db-wal orders.db-shm \
+		.pytest_cache .mypy_cache .ruff_cache

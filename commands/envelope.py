@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import fields
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -80,6 +82,7 @@ def decode(envelope: Any) -> Command:
     """The command in ``envelope``; raises ``InvalidEnvelope`` saying what is wrong."""
     if not isinstance(envelope, dict):
         raise InvalidEnvelope("envelope", f"must be a JSON object, got {type(envelope).__name__}")
+    envelope = plain(envelope)
     command_id = _readable_command_id(envelope)
     size = len(json.dumps(envelope).encode())
     if size > MAX_ENVELOPE_BYTES:
@@ -120,6 +123,23 @@ def decode(envelope: Any) -> Command:
         )
     except InvalidCommand as bad:
         raise InvalidEnvelope(bad.field, bad.reason, command_id) from None
+
+
+def plain(value: Any) -> Any:
+    """``value`` with what kombu's JSON decoder makes of a Python producer's values
+    turned back into what the wire carries: a ``Decimal`` (``price=Decimal("1.50")``)
+    its decimal string, a ``UUID`` (``command_id=uuid4()``) its canonical string, a
+    ``datetime`` or ``date`` its ISO 8601 text. kombu writes them as typed markers and
+    reads them back as objects, which ``json`` cannot dump again."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
 
 
 def _readable_command_id(envelope: dict[str, Any]) -> str | None:

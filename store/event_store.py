@@ -24,7 +24,7 @@ from domain.ports import StreamState
 from domain.snapshots import Snapshot
 from store.backend import WRITE, Backend
 from store.codec import EVENT_COLUMNS, decode, event_to_row, stored_from_row
-from store.schema import VERSION_CONSTRAINT, command_log, events, snapshots
+from store.schema import VERSION_CONSTRAINT, command_log, command_task_ids, events, snapshots
 
 __all__ = ["VERSION_CONSTRAINT", "SqlEventStore", "check_stream"]
 
@@ -103,8 +103,17 @@ class SqlEventStore(ABC):
         return Snapshot(aggregate_id, row.version, row.schema_version, row.state)
 
     def find_outcome(self, command_id: str) -> Outcome | None:
+        """The outcome recorded for ``command_id``, or for the command sent under that
+        task id (``record_task_id``)."""
         with self._reader.connect() as conn:
-            return self._logged(conn, command_id)[0]
+            recorded = self._logged(conn, command_id)[0]
+            if recorded is not None:
+                return recorded
+            query = select(command_task_ids.c.command_id).where(
+                command_task_ids.c.task_id == command_id
+            )
+            aliased = conn.execute(query).scalar_one_or_none()
+            return None if aliased is None else self._logged(conn, aliased)[0]
 
     def _logged(self, conn: Connection, command_id: str) -> tuple[Outcome | None, str | None]:
         """The command's recorded outcome and fingerprint, or (None, None)."""
@@ -168,6 +177,14 @@ class SqlEventStore(ABC):
             if recorded is not None:
                 return recorded
         return outcome
+
+    def record_task_id(self, task_id: str, command_id: str) -> None:
+        """Remember that ``command_id`` came as the Celery task ``task_id``."""
+        row = {"task_id": task_id, "command_id": command_id}
+        with self._writer.begin() as conn:
+            conn.execute(
+                self._backend.upsert(command_task_ids).values(row).on_conflict_do_nothing()
+            )
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         row = {

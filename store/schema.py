@@ -102,6 +102,17 @@ command_log = Table(
     # sha256 of what the command asked for: a redelivery matches it, another command
     # reusing the id does not (NULL for commands recorded before it existed).
     Column("fingerprint", String(64)),
+    # An order's commands, for its timeline.
+    Index("command_log_order", "aggregate_id", "recorded_at"),
+)
+
+command_task_ids = Table(
+    "command_task_ids",
+    metadata,
+    # A producer whose library picks its own task id (celery-node, ``celery call``) sent
+    # the command under this task id: its outcome is found by either id.
+    Column("task_id", String(255), primary_key=True),
+    Column("command_id", String(36), nullable=False),
 )
 
 dead_letters = Table(

@@ -13,7 +13,7 @@ from typing import Any
 
 from bootstrap import Services
 from commands import Outcome
-from commands.envelope import InvalidEnvelope, digest
+from commands.envelope import InvalidEnvelope, digest, plain
 from commands.fields import identifier
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def reject_unrunnable(
 
 def _raw(envelope: Any) -> str:
     try:
-        return json.dumps(envelope)
+        return json.dumps(plain(envelope))
     except (TypeError, ValueError):
         return repr(envelope)
 

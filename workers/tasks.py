@@ -53,6 +53,8 @@ def handle_command(task: OrdersTask, *args: Any, **kwargs: Any) -> dict[str, Any
             outcome = _decide(services, args[0], task.request.id, out_of_retries)
         else:
             outcome = reject_wrong_arguments(services, args, kwargs, task.request.id)
+        if outcome.command_id and outcome.command_id != task.request.id:
+            _also_under_the_command_id(task, services, outcome)
     except Exception as error:
         if not is_unreachable(error):
             raise
@@ -65,6 +67,19 @@ def handle_command(task: OrdersTask, *args: Any, **kwargs: Any) -> dict[str, Any
         # that one as its own. Forgotten, the refusal below is stored in its place.
         task.backend.forget(task.request.id)
     return outcome.to_dict()
+
+
+def _also_under_the_command_id(task: OrdersTask, services: Services, outcome: Outcome) -> None:
+    """The message's task id is not its command's id (a producer's library picked it):
+    Celery stores the outcome under the task id, where that producer looks; it goes
+    under the command id too, where everyone else looks, and the command log learns the
+    task id, for ``orders status``. A command id's existing outcome is never replaced
+    (Celery keeps a SUCCESS), so a reused id cannot overwrite the first command's."""
+    services.store.record_task_id(task.request.id, outcome.command_id)
+    try:
+        task.backend.store_result(outcome.command_id, outcome.to_dict(), "SUCCESS")
+    except Exception:
+        log.warning("could not store %s under its command id", outcome.command_id, exc_info=True)
 
 
 def wake_projections(task: OrdersTask, looks: int = 0) -> None:

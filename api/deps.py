@@ -1,0 +1,58 @@
+"""What routes need, handed out per request: the one seam between FastAPI and the
+system (the process's services are built once, by the app's lifespan)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+
+from fastapi import Request
+from sqlalchemy import Connection
+
+from api.errors import ApiError
+from bootstrap import Services, Settings
+from commands.client import CommandClient
+
+
+def settings(request: Request) -> Settings:
+    found: Settings = request.app.state.settings
+    return found
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def command_client(request: Request) -> CommandClient:
+    client: CommandClient | None = request.app.state.client
+    if client is None:
+        raise ApiError(
+            503,
+            "NoBroker",
+            "this server has no broker to send commands to: set ORDERS_BROKER_URL "
+            "to the Redis the workers read",
+        )
+    return client
+
+
+def read_connection(request: Request) -> Iterator[Connection]:
+    """A connection to the read models' database (``ORDERS_READ_DATABASE_URL``)."""
+    with services(request).read_engine.connect() as conn:
+        yield conn
+
+
+def authorized(request: Request) -> None:
+    """With ``ORDERS_API_TOKEN`` set, every /api request carries it as a bearer token."""
+    token = settings(request).api_token
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, credential = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(credential.encode(), token.encode()):
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "this API needs 'Authorization: Bearer <ORDERS_API_TOKEN>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
