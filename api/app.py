@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors
 from api.deps import authorized
-from api.pages import dashboard
+from api.pages import dashboard, login
 from api.routes import commands, orders, stats
 from bootstrap import Settings, bootstrap
 from commands.client import CommandClient
@@ -51,5 +51,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for router in (commands.router, orders.router, stats.router, dashboard.router):
         app.include_router(router, dependencies=[Depends(authorized)])
+    app.include_router(login.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app

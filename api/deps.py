@@ -42,14 +42,21 @@ def read_connection(request: Request) -> Iterator[Connection]:
         yield conn
 
 
+LOGIN_COOKIE = "orders_login"
+
+
 def authorized(request: Request) -> None:
-    """With ``ORDERS_API_TOKEN`` set, every /api request carries it as a bearer token."""
+    """With ``ORDERS_API_TOKEN`` set, every request carries it: as a bearer token
+    (programs), or in the cookie the login page sets (a browser on the dashboard)."""
     token = settings(request).api_token
     if token is None:
         return
-    given = request.headers.get("authorization", "")
-    scheme, _, credential = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(credential.encode(), token.encode()):
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        credential = request.cookies.get(LOGIN_COOKIE, "")
+    if not hmac.compare_digest(credential.encode(), token.encode()):
+        if request.url.path.startswith("/api") is False:
+            raise ApiError(303, "LoginFirst", "log in first", {"Location": "/login"})
         raise ApiError(
             401,
             "Unauthorized",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from benchmarks import handler, peer, pipeline, replay, scaling
+from benchmarks import api, handler, peer, pipeline, replay, scaling
 from benchmarks.machine import describe, machine
 from benchmarks.measure import interleaved_medians, percentile
 from benchmarks.scratch import scratch_database
@@ -96,6 +96,7 @@ def run(
     echo: Callable[[str], None] = click.echo,
     *,
     only_scaling: bool = False,
+    only_api: bool = False,
 ) -> dict[str, float]:
     settings = Settings.from_env()
     if not settings.broker_url.startswith(("redis://", "rediss://")):
@@ -121,6 +122,10 @@ def run(
         if only_scaling:
             scale = partial(scaling.scaling, env, sizes.e2e_commands, sizes.repeats)
             parts = [("scaling with 1, 2 and 4 worker processes", scale)]
+        if only_api:
+            orders, seconds = (10_000, 2.0) if quick else (100_000, 10.0)
+            load = partial(api.api_figures, url, env, orders, seconds)
+            parts = [(f"the read API at {orders:,} orders, {api.CLIENTS} clients", load)]
         for label, part in parts:
             started = time.perf_counter()
             echo(f"- {label} ...")
@@ -128,7 +133,10 @@ def run(
             echo(f"  done in {time.perf_counter() - started:.1f} s")
     echo("")
     echo(describe(facts))
-    echo(scaling.table(results) if only_scaling else table(results, quick))
+    if only_scaling:
+        echo(scaling.table(results))
+    else:
+        echo(table(results, quick, api.ROWS if only_api else ROWS))
     if json_path is not None:
         json_path.write_text(json.dumps({**results, "_machine": facts, "_quick": quick}, indent=2))
     return results
@@ -228,9 +236,11 @@ def _memory(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
     return {"worker_rss_mb_10k": after_first, "worker_rss_mb_100k": after_second}
 
 
-def table(results: dict[str, float], quick: bool) -> str:
+def table(
+    results: dict[str, float], quick: bool, rows: list[tuple[str, str, str | None, str]] = ROWS
+) -> str:
     lines = [f"{'figure':<42} {'value':>12} {'beside':>12} {'ratio':>7}  target"]
-    for key, label, beside, target in ROWS:
+    for key, label, beside, target in rows:
         value = results.get(key, float("nan"))
         other = results.get(beside, float("nan")) if beside else float("nan")
         ratio = value / other if beside and other else float("nan")
@@ -252,13 +262,21 @@ def table(results: dict[str, float], quick: bool) -> str:
     is_flag=True,
     help="Instead: pipeline throughput with 1, 2 and 4 worker processes, no-op and real.",
 )
-def bench(quick: bool, json_path: Path | None, scaling: bool) -> None:
+@click.option(
+    "--api",
+    "read_api",
+    is_flag=True,
+    help="Instead: the read API at 100,000 orders, 32 clients, beside raw psycopg2.",
+)
+def bench(quick: bool, json_path: Path | None, scaling: bool, read_api: bool) -> None:
     """Measure throughput, latency, freshness, replay and memory beside their limits.
 
     Needs PostgreSQL and Redis (ORDERS_DATABASE_URL, ORDERS_BROKER_URL); it works in a
     scratch database it creates beside the configured one and drops afterwards.
     """
-    run(quick, json_path, only_scaling=scaling)
+    if scaling and read_api:
+        raise click.UsageError("--scaling and --api are two runs: give one")
+    run(quick, json_path, only_scaling=scaling, only_api=read_api)
 
 
 def main() -> None:

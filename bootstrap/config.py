@@ -79,6 +79,12 @@ def _number(minimum: float) -> Parse:
     return parse
 
 
+def _secret(name: str, raw: str) -> str:
+    if len(raw) < 16:
+        raise ConfigError(f"{name} must be at least 16 characters long")
+    return raw
+
+
 def _url(schemes: tuple[str, ...]) -> Parse:
     def parse(name: str, raw: str) -> str:
         try:
@@ -182,6 +188,25 @@ class Settings:
         "distinct items one order may hold; an AddItem past it is rejected (TooManyLines)",
         default=DEFAULT_MAX_LINES,
     )
+    read_database_url: str | None = _env(
+        "ORDERS_READ_DATABASE_URL",
+        _database_url,
+        "where the read-model queries go (the API, orders show/list/...), e.g. a replica; "
+        "defaults to ORDERS_DATABASE_URL",
+        default=None,
+    )
+    api_consistency_wait: float = _env(
+        "ORDERS_API_CONSISTENCY_WAIT",
+        _number(0.0),
+        "seconds the API waits for the read models to show a command (?after_command=)",
+        default=2.0,
+    )
+    api_token: str | None = _env(
+        "ORDERS_API_TOKEN",
+        _secret,
+        "when set, every /api request must carry 'Authorization: Bearer <it>'",
+        default=None,
+    )
     db_pool_size: int = _env(
         "ORDERS_DB_POOL_SIZE",
         _integer(1),
@@ -223,4 +248,6 @@ class Settings:
     def describe(self) -> Iterator[tuple[str, str, str]]:
         """(variable, value, meaning) for each setting, for ``orders config``."""
         for spec in fields(self):
-            yield spec.metadata["env"], redacted(getattr(self, spec.name)), spec.metadata["doc"]
+            value = getattr(self, spec.name)
+            shown = "***" if spec.metadata["parse"] is _secret and value else redacted(value)
+            yield spec.metadata["env"], shown, spec.metadata["doc"]

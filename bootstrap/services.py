@@ -24,6 +24,7 @@ from store.dead_letters import DeadLetterLog
 class Services:
     settings: Settings
     engine: Engine
+    read_engine: Engine  # the read models' queries: a replica, or the engine itself
     store: SqlEventStore
     handler: CommandHandler
     reader: GlobalLog
@@ -32,12 +33,19 @@ class Services:
     debouncer: WakeDebouncer
 
     def close(self) -> None:
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
         self.engine.dispose()
 
 
 def bootstrap(settings: Settings | None = None) -> Services:
     settings = settings or Settings.from_env()
     engine = build_engine(settings.database_url, pool_size=settings.db_pool_size)
+    read_engine = (
+        build_engine(settings.read_database_url, pool_size=settings.db_pool_size)
+        if settings.read_database_url
+        else engine
+    )
     store = open_event_store(engine)
     handler = CommandHandler(
         store,
@@ -57,6 +65,7 @@ def bootstrap(settings: Settings | None = None) -> Services:
     return Services(
         settings,
         engine,
+        read_engine,
         store,
         handler,
         reader,

@@ -44,7 +44,7 @@ def _cell(value: Any) -> str:
 @_json_option
 def show(order_id: str, as_json: bool) -> None:
     """Show ORDER_ID from the read model, with its lines."""
-    with open_services() as services, services.engine.connect() as conn:
+    with open_services() as services, services.read_engine.connect() as conn:
         order = queries.show_order(conn, order_id)
     if order is None:
         raise click.ClickException(f"order {order_id} is not in the read model")
@@ -68,7 +68,7 @@ def list_orders(
     status: str | None, customer: str | None, limit: int, after: str | None, as_json: bool
 ) -> None:
     """List orders, newest first, a page at a time."""
-    with open_services() as services, services.engine.connect() as conn:
+    with open_services() as services, services.read_engine.connect() as conn:
         try:
             page = queries.list_orders(
                 conn, status=status, customer_id=customer, limit=limit, after=after
@@ -86,11 +86,12 @@ def list_orders(
 
 @click.command("top-products")
 @click.option("--limit", type=click.IntRange(1, queries.MAX_LIMIT), default=10, show_default=True)
+@click.option("--by", type=click.Choice(sorted(queries.PRODUCT_ORDERS)), default="revenue")
 @_json_option
-def top_products(limit: int, as_json: bool) -> None:
-    """Items by revenue from paid orders."""
-    with open_services() as services, services.engine.connect() as conn:
-        _emit(queries.top_products(conn, limit), as_json)
+def top_products(limit: int, by: str, as_json: bool) -> None:
+    """Items of paid orders, by revenue or by units sold."""
+    with open_services() as services, services.read_engine.connect() as conn:
+        _emit(queries.top_products(conn, limit, by=by), as_json)
 
 
 @click.command()
@@ -98,7 +99,7 @@ def top_products(limit: int, as_json: bool) -> None:
 @_json_option
 def revenue(days: int, as_json: bool) -> None:
     """Paid revenue per UTC day."""
-    with open_services() as services, services.engine.connect() as conn:
+    with open_services() as services, services.read_engine.connect() as conn:
         _emit(queries.revenue(conn, days), as_json)
 
 
@@ -107,7 +108,7 @@ def revenue(days: int, as_json: bool) -> None:
 @_json_option
 def customers(top: int, as_json: bool) -> None:
     """Customers by the value of their paid orders."""
-    with open_services() as services, services.engine.connect() as conn:
+    with open_services() as services, services.read_engine.connect() as conn:
         _emit(queries.top_customers(conn, top), as_json)
 
 

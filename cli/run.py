@@ -160,4 +160,19 @@ def _pipeline(settings: Settings) -> Iterator[CommandClient]:
         yield CommandClient(app=app)
 
 
-COMMANDS = [worker, beat, bench, demo]
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API (commands in, outcomes out; OpenAPI at /docs).
+
+    It listens on 127.0.0.1 unless told otherwise: put it behind a proxy, or pass
+    --host 0.0.0.0 where the network is yours."""
+    load_settings()  # fail with a clear message before the server starts
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+COMMANDS = [worker, beat, bench, demo, serve]

@@ -13,8 +13,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, desc, select, tuple_
+from sqlalchemy import Connection, desc, func, select, tuple_
 
+from domain.events import AGGREGATE_TYPE
 from readmodels.tables import (
     customer_stats,
     order_lines,
@@ -23,8 +24,10 @@ from readmodels.tables import (
     revenue_daily,
 )
 from store.codec import as_utc
+from store.schema import command_log, events
 
 MAX_LIMIT = 1_000
+PRODUCT_ORDERS = {"revenue": product_sales.c.revenue, "units": product_sales.c.units_sold}
 
 
 class BadCursor(ValueError):
@@ -64,9 +67,13 @@ def list_orders(
     *,
     status: str | None = None,
     customer_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = 50,
     after: str | None = None,
 ) -> Page:
+    """Orders, newest first (by creation), a page at a time; ``since`` and ``until``
+    bound their creation time (``since`` included, ``until`` not)."""
     limit = _limit(limit)
     query = select(order_summary).order_by(
         desc(order_summary.c.created_at), desc(order_summary.c.order_id)
@@ -75,6 +82,10 @@ def list_orders(
         query = query.where(order_summary.c.status == status)
     if customer_id is not None:
         query = query.where(order_summary.c.customer_id == customer_id)
+    if since is not None:
+        query = query.where(order_summary.c.created_at >= since)
+    if until is not None:
+        query = query.where(order_summary.c.created_at < until)
     if after is not None:
         created_at, order_id = _decode_cursor(after)
         # A row-value comparison, which both databases answer from the index.
@@ -87,10 +98,14 @@ def list_orders(
     return Page(rows, cursor)
 
 
-def top_products(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
+def top_products(conn: Connection, limit: int = 10, by: str = "revenue") -> list[dict[str, Any]]:
+    """Items of paid orders, by ``revenue`` or by ``units`` sold."""
+    if by not in PRODUCT_ORDERS:
+        raise ValueError(f"by must be one of {', '.join(PRODUCT_ORDERS)}, got {by!r}")
     query = (
         select(product_sales)
-        .order_by(desc(product_sales.c.revenue), product_sales.c.item_id)
+        # Ties by id, highest first: the index is read backwards, with no sort.
+        .order_by(desc(PRODUCT_ORDERS[by]), desc(product_sales.c.item_id))
         .limit(_limit(limit))
     )
     return [_plain_row(row) for row in conn.execute(query).mappings()]
@@ -111,10 +126,93 @@ def revenue(conn: Connection, days: int = 30, today: date | None = None) -> list
 def top_customers(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
     query = (
         select(customer_stats)
-        .order_by(desc(customer_stats.c.lifetime_value), customer_stats.c.customer_id)
+        .order_by(desc(customer_stats.c.lifetime_value), desc(customer_stats.c.customer_id))
         .limit(_limit(limit))
     )
     return [_plain_row(row) for row in conn.execute(query).mappings()]
+
+
+def order_history(conn: Connection, order_id: str) -> dict[str, list[dict[str, Any]]]:
+    """The order's events (type, version, time, data) and the commands sent for it with
+    their outcomes, oldest first: what a timeline shows."""
+    stored = conn.execute(
+        select(
+            events.c.event_type,
+            events.c.version,
+            events.c.recorded_at,
+            events.c.data,
+            events.c.metadata["command_id"].as_string().label("command_id"),
+        )
+        .where(events.c.aggregate_type == AGGREGATE_TYPE, events.c.aggregate_id == order_id)
+        .order_by(events.c.version)
+    ).mappings()
+    commands = conn.execute(
+        select(
+            command_log.c.command_id,
+            command_log.c.command_type,
+            command_log.c.status,
+            command_log.c.outcome,
+            command_log.c.recorded_at,
+        )
+        .where(command_log.c.aggregate_id == order_id)
+        .order_by(command_log.c.recorded_at, command_log.c.command_id)
+    ).mappings()
+    return {
+        "events": [
+            {
+                "event_type": row["event_type"],
+                "version": row["version"],
+                "recorded_at": as_utc(row["recorded_at"]),
+                "data": row["data"],
+                "command_id": row["command_id"],
+            }
+            for row in stored
+        ],
+        "commands": [
+            {
+                "command_id": row["command_id"],
+                "command_type": row["command_type"],
+                "status": row["status"],
+                "error": row["outcome"].get("error"),
+                "message": row["outcome"].get("message"),
+                "recorded_at": as_utc(row["recorded_at"]),
+            }
+            for row in commands
+        ],
+    }
+
+
+def overview(conn: Connection, now: datetime | None = None) -> dict[str, Any]:
+    """What the dashboard's first screen shows: orders and revenue today, in 7 and in 30
+    days, and orders by status."""
+    now = now or datetime.now(UTC)
+    today = now.date()
+    periods = {"today": 1, "7 days": 7, "30 days": 30}
+    figures: dict[str, Any] = {}
+    for label, days in periods.items():
+        start = today - timedelta(days=days - 1)
+        created = conn.execute(
+            select(func.count()).where(
+                order_summary.c.created_at >= datetime.combine(start, datetime.min.time(), UTC)
+            )
+        ).scalar_one()
+        paid = conn.execute(
+            select(
+                func.coalesce(func.sum(revenue_daily.c.orders_paid), 0),
+                func.coalesce(func.sum(revenue_daily.c.revenue), 0),
+            ).where(revenue_daily.c.day >= start, revenue_daily.c.day <= today)
+        ).one()
+        figures[label] = {
+            "orders": int(created),
+            "orders_paid": int(paid[0]),
+            "revenue": Decimal(paid[1]).quantize(Decimal("0.01")),
+        }
+    by_status = dict.fromkeys(("created", "paid", "cancelled"), 0)
+    for status, count in conn.execute(
+        select(order_summary.c.status, func.count()).group_by(order_summary.c.status)
+    ):
+        by_status[status] = int(count)
+    return {"periods": figures, "by_status": by_status}
 
 
 def _limit(limit: int) -> int:

@@ -41,6 +41,8 @@ order_summary = Table(
     Index("order_summary_created", "created_at", "order_id"),
     Index("order_summary_status_created", "status", "created_at", "order_id"),
     Index("order_summary_customer_created", "customer_id", "created_at", "order_id"),
+    # Orders paid in a period.
+    Index("order_summary_paid", "paid_at"),
 )
 
 order_lines = Table(
@@ -50,6 +52,8 @@ order_lines = Table(
     Column("item_id", String(128), primary_key=True),
     Column("quantity", Integer, nullable=False),
     Column("unit_price", Money, nullable=False),
+    # Which orders hold an item (a product's page, support questions).
+    Index("order_lines_item", "item_id"),
 )
 
 customer_stats = Table(
@@ -61,6 +65,7 @@ customer_stats = Table(
     Column("orders_cancelled", Integer, nullable=False),
     Column("lifetime_value", Money, nullable=False),
     Column("last_order_at", Timestamp, nullable=False),
+    # The top list reads it backwards (highest value, then highest id): no sort.
     Index("customer_stats_value", "lifetime_value", "customer_id"),
 )
 
@@ -71,7 +76,9 @@ product_sales = Table(
     Column("units_sold", Integer, nullable=False),
     Column("revenue", Money, nullable=False),
     Column("orders_count", Integer, nullable=False),
+    # Read backwards by the top lists, as above.
     Index("product_sales_revenue", "revenue", "item_id"),
+    Index("product_sales_units", "units_sold", "item_id"),
 )
 
 revenue_daily = Table(

@@ -91,3 +91,7 @@ class GlobalLog(ABC):
     @abstractmethod
     def head(self, conn: Connection) -> Checkpoint:
         """The newest row's checkpoint, committed or held back alike."""
+
+    @abstractmethod
+    def checkpoint_of(self, conn: Connection, aggregate_id: str, version: int) -> Checkpoint | None:
+        """Where the event ``version`` of the stream ``aggregate_id`` stands in the log."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from domain.events import EventMetadata
+from domain.events import AGGREGATE_TYPE, EventMetadata
 from domain.upcasting import StoredEvent
 from store.codec import as_utc
 from store.log import Backlog, Checkpoint, GlobalLog, RecordedEvent
@@ -93,6 +93,24 @@ class PostgresGlobalLog(GlobalLog):
     def head(self, conn: Connection) -> Checkpoint:
         row = conn.execute(_HEAD).first()
         return Checkpoint(int(row.txid), row.position) if row else Checkpoint()
+
+    def checkpoint_of(self, conn: Connection, aggregate_id: str, version: int) -> Checkpoint | None:
+        params = {
+            "aggregate_type": AGGREGATE_TYPE,
+            "aggregate_id": aggregate_id,
+            "version": version,
+        }
+        row = conn.execute(_AT, params).first()
+        return Checkpoint(int(row.txid), row.position) if row else None
+
+
+_AT = text(
+    """
+    SELECT transaction_id::text AS txid, position FROM events
+    WHERE aggregate_type = :aggregate_type AND aggregate_id = :aggregate_id
+      AND version = :version
+    """
+)
 
 
 def _recorded(

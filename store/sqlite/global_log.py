@@ -6,6 +6,7 @@ from collections.abc import Generator
 
 from sqlalchemy import Connection, func, select
 
+from domain.events import AGGREGATE_TYPE
 from store.codec import EVENT_COLUMNS, as_utc, stored_from_row
 from store.log import Backlog, Checkpoint, GlobalLog, RecordedEvent
 from store.schema import events
@@ -44,3 +45,13 @@ class SqliteGlobalLog(GlobalLog):
     def head(self, conn: Connection) -> Checkpoint:
         position = conn.execute(select(func.max(events.c.position))).scalar_one()
         return Checkpoint(0, position or 0)
+
+    def checkpoint_of(self, conn: Connection, aggregate_id: str, version: int) -> Checkpoint | None:
+        position = conn.execute(
+            select(events.c.position).where(
+                events.c.aggregate_type == AGGREGATE_TYPE,
+                events.c.aggregate_id == aggregate_id,
+                events.c.version == version,
+            )
+        ).scalar_one_or_none()
+        return None if position is None else Checkpoint(0, position)

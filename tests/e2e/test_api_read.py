@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from commands.client import CommandClient
 from readmodels.tables import order_summary
 from store import build_engine
 from tests.support.api_server import ApiServer
+from tests.support.cli import orders
 from tests.support.workers import WorkerProcess
 
 
@@ -243,3 +245,44 @@ def test_reads_go_to_the_read_database_when_one_is_set(
         server.stop()
 
     assert [order["order_id"] for order in listed] == ["only-on-the-read-side"]
+
+
+def test_with_a_token_a_browser_logs_in_once_for_the_pages(worker_env: dict[str, str]) -> None:
+    token = uuid.uuid4().hex
+    server = ApiServer({**worker_env, "ORDERS_API_TOKEN": token}).wait_ready()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as browser:
+            before = browser.get("/")
+            wrong = browser.post("/login", data={"token": "x" * 32})
+            logged = browser.post("/login", data={"token": token})
+            after = browser.get("/")
+            api = browser.get("/api/orders")
+    finally:
+        server.stop()
+
+    assert (before.status_code, before.headers["Location"]) == (303, "/login")
+    assert wrong.status_code == 401
+    assert logged.status_code == 303
+    assert after.status_code == 200 and "Newest orders" in after.text
+    assert api.status_code == 200  # the cookie serves the page's own reads too
+
+
+def test_the_page_and_the_api_serve_the_demos_embedded_database(tmp_path: Path) -> None:
+    # No servers at all: the demo's SQLite file, as a newcomer has it after `make demo`.
+    embedded = {"ORDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'orders.db'}"}
+    assert orders("demo", env=embedded, cwd=tmp_path).returncode == 0
+    server = ApiServer(embedded).wait_ready()
+    try:
+        page = get(server, "/")
+        order = get(server, "/orders/order-001")
+        listed = get(server, "/api/orders").json()["orders"]
+        refused = httpx.post(f"{server.url}/api/commands", json={}, timeout=10)
+    finally:
+        server.stop()
+
+    assert page.status_code == 200
+    assert 'data-order="order-001"' in page.text
+    assert order.status_code == 200 and "OrderPaid" in order.text
+    assert [row["order_id"] for row in listed] == ["order-001"]
+    # Embedded has no broker another process can reach: commands go through the demo.
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "NoBroker")

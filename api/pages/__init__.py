@@ -1,0 +1,1 @@
+"""The dashboard's HTML pages: server-rendered, readable without JavaScript, live with it."""
