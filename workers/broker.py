@@ -24,6 +24,7 @@ from queue import Empty
 from typing import Any
 
 from kombu.transport import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 UNREADABLE_HEADER = "orders_unreadable"
 MAX_ITEM_BYTES = 1024 * 1024
@@ -146,6 +147,17 @@ class Channel(redis.Channel):
                     return readable(item, queue)
             self._queues_expire(client, queue)
             raise Empty()
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        # Celery 5.7, on losing the broker, lets go of the connection (which forgets its
+        # URL) and then closes this channel, which reconnects to put its unacknowledged
+        # messages back: kombu's version dies on the missing URL with an AttributeError
+        # the worker does not survive ("Unrecoverable error"). Said as a connection error,
+        # the worker reconnects; the messages are still in Redis's unacked hash and come
+        # back after the visibility timeout.
+        if self.connection.client is None:
+            raise RedisConnectionError("the broker connection is closed")
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
 
     def _queues_expire(self, client: Any, queue: str) -> None:
         refresh = getattr(self, "_maybe_update_queues_expire", None)  # kombu >= 5.5

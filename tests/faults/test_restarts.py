@@ -19,6 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from kombu import Connection, Queue
+from kombu.common import ignore_errors
 from sqlalchemy import Engine
 
 from bootstrap import migrate
@@ -28,6 +30,7 @@ from store import build_engine
 from tests.support.burst import assert_outcomes_match_the_log, send_all, wait_all
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.workers import WorkerProcess
+from workers.broker import Transport
 
 BURST = 5_000
 ORDERS = 500
@@ -198,3 +201,31 @@ def test_a_result_store_saying_revoked_or_failure_is_never_reported_as_failed(
     assert again == accepted
     stored = assert_outcomes_match_the_log(pg, [command], {command.command_id: again})
     assert stored == {"accepted": 1}
+
+
+@pytest.mark.parametrize("private_redis", ["aof"], indirect=True)
+def test_a_broker_lost_with_messages_in_hand_closes_as_a_connection_error(
+    private_redis: RedisServer,
+) -> None:
+    """What Celery 5.7's consumer does when Redis goes away with messages delivered and
+    not yet acknowledged: collect the connection (which can forget its URL), then close
+    it, which closes the channel, which tries to put those messages back. kombu's channel
+    died there with an AttributeError that ended the worker (seen in the burst test
+    above); it must be a connection error, which the consumer ignores before it
+    reconnects. The messages stay in the unacked hash for the visibility timeout."""
+    connection = Connection(private_redis.url, transport=Transport)
+    channel = connection.default_channel
+    queue = Queue("restore-probe", routing_key="restore-probe")
+    with connection.Producer() as producer:
+        producer.publish({"n": 1}, routing_key="restore-probe", declare=[queue])
+    message = channel.basic_get("restore-probe", no_ack=False)
+    assert message is not None  # delivered, not acknowledged: the channel must restore it
+
+    private_redis.kill()
+    # collect() lets go of the transport's URL even when closing the channel timed out
+    # (its socket.timeout is swallowed), leaving the channel open with messages in hand.
+    connection.transport.client = None
+    ignore_errors(connection, connection.close)  # raised AttributeError before the fix
+
+    private_redis.start()
+    assert private_redis.client().hlen("unacked") == 1
