@@ -40,11 +40,17 @@ def send_all(client: CommandClient, commands: Sequence[Command], timeout: float)
 def wait_all(
     receipts: Sequence[Receipt], *, timeout: float, resend_every: float | None, threads: int = 100
 ) -> dict[str, Outcome]:
-    """Each command's outcome by command id; a command without one is left out."""
+    """Each command's outcome by command id; a command without one is left out.
+
+    ``timeout`` bounds the whole wait, not each command's: the threads take the receipts
+    a hundred at a time, and a per-receipt timeout would let a burst that lost its
+    outcomes wait for hours before it fails."""
+    deadline = time.monotonic() + timeout
 
     def wait(receipt: Receipt) -> tuple[str, Outcome | None]:
+        left = max(deadline - time.monotonic(), 0.1)  # a last look for the stragglers
         try:
-            return receipt.command_id, receipt.wait(timeout=timeout, resend_every=resend_every)
+            return receipt.command_id, receipt.wait(timeout=left, resend_every=resend_every)
         except TimeoutError:
             return receipt.command_id, None
 
