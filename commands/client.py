@@ -37,6 +37,7 @@ from commands.transport import (
     HANDLE_COMMAND,
     PUBLISH_TIMEOUT_VARIABLE,
     RESULT_BACKEND_VARIABLE,
+    SENT_AT_HEADER,
     BrokerConfigError,
     Endpoints,
     checked_publish_timeout,
@@ -50,6 +51,7 @@ from commands.transport import (
 _UNREACHABLE = (KombuError, OSError, RedisError)
 _FIRST_POLL = 0.005
 _SLOWEST_POLL = 0.05
+MAX_BACKOFF = 32  # the longest wait between resends: 32 x resend_every
 
 
 class BrokerUnavailable(ConnectionError):
@@ -170,11 +172,18 @@ class CommandClient:
         pause = 0.1
         amqp = self._app.amqp
         message = amqp.create_task_message(command_id, HANDLE_COMMAND, [envelope], {})
+        # The send time lets workers measure enqueue-to-outcome (a metric, never a rule).
+        headers = {SENT_AT_HEADER: time.time()}
         while True:
             try:
                 with self._app.producer_or_acquire() as producer:
                     amqp.send_task_message(
-                        producer, HANDLE_COMMAND, message, queue=COMMANDS_QUEUE, retry=False
+                        producer,
+                        HANDLE_COMMAND,
+                        message,
+                        queue=COMMANDS_QUEUE,
+                        retry=False,
+                        headers=headers,
                     )
                 return
             except _UNREACHABLE as down:
@@ -212,11 +221,12 @@ class CommandClient:
     ) -> Outcome:
         """Until the command's outcome is stored, or ``OutcomeTimeout`` after ``timeout``.
 
-        With ``resend_every`` (and the ``command``), the same message is sent again each
-        time that many seconds pass without an outcome: a command lost with a broker
-        restart, a worker killed at the wrong instant, or an outcome lost with the
-        result store then still gets exactly one outcome, as the command log answers a
-        second delivery with the first one's.
+        With ``resend_every`` (and the ``command``), the same message is sent again when
+        that many seconds pass without an outcome, then after twice as long, and so on
+        (up to 32 times as long): a command lost with a broker restart, a worker killed
+        at the wrong instant, or an outcome lost with the result store still gets exactly
+        one outcome, as the command log answers a second delivery with the first one's;
+        and a command only waiting its turn behind a backlog is not sent over and over.
         """
         if resend_every is not None:
             if command is None or command.command_id != command_id:
@@ -227,6 +237,7 @@ class CommandClient:
         now = time.monotonic()
         deadline = now + timeout
         resend_at = now + resend_every if resend_every else math.inf
+        resends = 0
         poll = _FIRST_POLL
         while True:
             try:
@@ -244,7 +255,10 @@ class CommandClient:
                     self._publish(command_id, envelope, budget)
                 except BrokerUnavailable:
                     pass  # the broker is down too: the next round tries again
-                resend_at = time.monotonic() + resend_every
+                # Each resend waits twice as long as the one before: a command still
+                # queued behind a backlog must not be sent again and again, adding to it.
+                resends += 1
+                resend_at = time.monotonic() + resend_every * min(2**resends, MAX_BACKOFF)
                 continue
             time.sleep(max(0.0, min(poll, deadline - now, resend_at - now)))
             poll = min(poll * 2, _SLOWEST_POLL)

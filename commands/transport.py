@@ -17,6 +17,8 @@ WAKE_PROJECTIONS = "orders.wake_projections"
 SWEEP_PROJECTIONS = "orders.sweep_projections"
 COMMANDS_QUEUE = "orders.commands"
 PROJECTIONS_QUEUE = "orders.projections"
+SENT_AT_HEADER = "orders_sent_at"
+"""Optional message header: when the producer sent the command (Unix seconds)."""
 
 BROKER_URL_VARIABLE = "ORDERS_BROKER_URL"
 RESULT_BACKEND_VARIABLE = "ORDERS_RESULT_BACKEND"

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from commands import AddItem, CreateOrder, Outcome
 from commands.client import CommandClient
 from commands.envelope import encode
-from commands.transport import COMMANDS_QUEUE
+from commands.transport import COMMANDS_QUEUE, SENT_AT_HEADER
 from store import open_event_store
 from tests.support.api_server import ApiServer
 from tests.support.workers import WorkerProcess
@@ -93,6 +93,8 @@ def test_the_door_enqueues_exactly_what_the_python_client_enqueues(
     )
     for message in (through_python, through_http):
         message.pop("properties")  # delivery tags differ
+        # Both say when they were sent (for the end-to-end metric), each its own time.
+        assert isinstance(message["headers"].pop(SENT_AT_HEADER), float)
         for volatile in ("origin",):
             message["headers"].pop(volatile, None)
     assert through_http == through_python

@@ -9,6 +9,7 @@ Sending is tested by replacing ``app.send_task``: the broker is never contacted.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -482,25 +483,34 @@ def test_a_client_without_a_broker_refuses_to_send_into_its_own_memory(
 # -- resend_every -------------------------------------------------------------------------
 
 
-def test_wait_with_resend_every_sends_the_same_message_again_until_an_outcome(
+def test_wait_with_resend_every_sends_the_same_message_again_waiting_longer_each_time(
     client: CommandClient, backend: RedisBackend
 ) -> None:
     command = CreateOrder("order-001", "customer-123")
+    times: list[float] = []
     with (
         mock.patch.object(client._app, "producer_or_acquire"),
-        mock.patch.object(client._app.amqp, "send_task_message") as sent,
+        mock.patch.object(
+            client._app.amqp,
+            "send_task_message",
+            side_effect=lambda *args, **kwargs: times.append(time.monotonic()),
+        ) as sent,
     ):
         receipt = client.send(command)
         store = lambda: backend.store_result(  # noqa: E731
             command.command_id, accepted(command.command_id).to_dict(), "SUCCESS"
         )
-        later(0.65, store)
+        later(1.6, store)
         outcome = receipt.wait(timeout=5, resend_every=0.2)
 
     assert outcome == accepted(command.command_id)
     messages = published(sent)
-    # The first send and about three resends, each the same task id and envelope.
-    assert 3 <= len(messages) <= 5, messages
+    # The first send and three resends, 0.2, 0.4 and 0.8 s apart: a command waiting in a
+    # backlog is not sent over and over. Each one the same task id and envelope.
+    assert len(messages) == 4, messages
+    gaps = [after - before for before, after in itertools.pairwise(times)]
+    for gap, expected in zip(gaps, (0.2, 0.4, 0.8), strict=True):
+        assert expected - 0.02 <= gap <= expected + 0.15, gaps
     assert all(
         message == (command.command_id, [encode(command)], COMMANDS_QUEUE) for message in messages
     )
