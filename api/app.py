@@ -7,14 +7,18 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 from pathlib import Path
 
+from anyio import to_thread
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import errors
+from api import errors, metrics
 from api.deps import authorized
+from api.metrics import RequestMetrics
 from api.pages import dashboard, login
-from api.routes import commands, orders, stats
+from api.reading import Answers
+from api.routes import commands, health, orders, stats
 from bootstrap import Settings, bootstrap
+from bootstrap.metrics import exported
 from commands.client import CommandClient
 
 
@@ -24,7 +28,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Built once per server process, when it starts, not at import.
-        app.state.services = bootstrap(settings)
+        app.state.metrics, app.state.registry = exported(lambda: app.state.services)
+        app.state.services = bootstrap(settings, app.state.metrics)
+        # Queries run in threads; more threads than database connections would only
+        # queue for the pool, and more than a few fight over the interpreter.
+        to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
+        app.state.answers = Answers(app.state.services)
         app.state.client = (
             None
             if settings.embedded
@@ -52,5 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (commands.router, orders.router, stats.router, dashboard.router):
         app.include_router(router, dependencies=[Depends(authorized)])
     app.include_router(login.router)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.add_middleware(RequestMetrics)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app

@@ -10,21 +10,22 @@ from fastapi import Request
 from sqlalchemy import Connection
 
 from api.errors import ApiError
+from api.reading import Answers
 from bootstrap import Services, Settings
 from commands.client import CommandClient
 
 
-def settings(request: Request) -> Settings:
+async def settings(request: Request) -> Settings:
     found: Settings = request.app.state.settings
     return found
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
 
-def command_client(request: Request) -> CommandClient:
+async def command_client(request: Request) -> CommandClient:
     client: CommandClient | None = request.app.state.client
     if client is None:
         raise ApiError(
@@ -36,19 +37,26 @@ def command_client(request: Request) -> CommandClient:
     return client
 
 
+async def answers(request: Request) -> Answers:
+    """The process's read answers (``api.reading``)."""
+    found: Answers = request.app.state.answers
+    return found
+
+
 def read_connection(request: Request) -> Iterator[Connection]:
     """A connection to the read models' database (``ORDERS_READ_DATABASE_URL``)."""
-    with services(request).read_engine.connect() as conn:
+    found: Services = request.app.state.services
+    with found.read_engine.connect() as conn:
         yield conn
 
 
 LOGIN_COOKIE = "orders_login"
 
 
-def authorized(request: Request) -> None:
+async def authorized(request: Request) -> None:
     """With ``ORDERS_API_TOKEN`` set, every request carries it: as a bearer token
     (programs), or in the cookie the login page sets (a browser on the dashboard)."""
-    token = settings(request).api_token
+    token = (await settings(request)).api_token
     if token is None:
         return
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")

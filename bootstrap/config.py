@@ -85,6 +85,15 @@ def _secret(name: str, raw: str) -> str:
     return raw
 
 
+def _choice(*choices: str) -> Parse:
+    def parse(name: str, raw: str) -> str:
+        if raw not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
 def _url(schemes: tuple[str, ...]) -> Parse:
     def parse(name: str, raw: str) -> str:
         try:
@@ -205,6 +214,30 @@ class Settings:
         "ORDERS_API_TOKEN",
         _secret,
         "when set, every /api request must carry 'Authorization: Bearer <it>'",
+        default=None,
+    )
+    metrics_port: int | None = _env(
+        "ORDERS_METRICS_PORT",
+        _integer(1),
+        "port a worker serves Prometheus metrics on (every pool process summed); off when unset",
+        default=None,
+    )
+    max_lag_seconds: float = _env(
+        "ORDERS_MAX_LAG_SECONDS",
+        _number(0.0),
+        "seconds a read model may lag before orders health calls it degraded",
+        default=60.0,
+    )
+    log_format: str = _env(
+        "ORDERS_LOG_FORMAT",
+        _choice("text", "json"),
+        "text, or json: one object per line with the command's ids (what log shippers read)",
+        default="text",
+    )
+    retention_days: int | None = _env(
+        "ORDERS_RETENTION_DAYS",
+        _integer(1),
+        "when set, beat prunes command-log rows and dead letters older than this daily",
         default=None,
     )
     db_pool_size: int = _env(

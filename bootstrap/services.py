@@ -11,6 +11,7 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from bootstrap.config import Settings
+from bootstrap.metrics import NoMetrics
 from domain.decide import Limits
 from domain.handler import CommandHandler, RetryPolicy
 from readmodels.order_history import OrderHistory
@@ -31,6 +32,7 @@ class Services:
     dead_letters: DeadLetterLog
     runner: ProjectionRunner
     debouncer: WakeDebouncer
+    metrics: NoMetrics
 
     def close(self) -> None:
         if self.read_engine is not self.engine:
@@ -38,8 +40,10 @@ class Services:
         self.engine.dispose()
 
 
-def bootstrap(settings: Settings | None = None) -> Services:
+def bootstrap(settings: Settings | None = None, metrics: NoMetrics | None = None) -> Services:
+    """``metrics``: what the process observes (nothing by default; ``bootstrap.metrics``)."""
     settings = settings or Settings.from_env()
+    metrics = metrics or NoMetrics()
     engine = build_engine(settings.database_url, pool_size=settings.db_pool_size)
     read_engine = (
         build_engine(settings.read_database_url, pool_size=settings.db_pool_size)
@@ -52,6 +56,7 @@ def bootstrap(settings: Settings | None = None) -> Services:
         retry=RetryPolicy(max_attempts=settings.conflict_attempts),
         snapshot_every=settings.snapshot_every,
         limits=Limits(max_lines=settings.max_lines),
+        on_conflict=metrics.conflict,
     )
     reader = open_global_log(engine)
     redis = _redis(settings.broker_url)
@@ -69,9 +74,10 @@ def bootstrap(settings: Settings | None = None) -> Services:
         store,
         handler,
         reader,
-        DeadLetterLog(engine),
+        DeadLetterLog(engine, on_record=metrics.dead_letter),
         runner,
         WakeDebouncer(redis),
+        metrics,
     )
 
 

@@ -169,10 +169,24 @@ def serve(host: str, port: int, workers: int) -> None:
 
     It listens on 127.0.0.1 unless told otherwise: put it behind a proxy, or pass
     --host 0.0.0.0 where the network is yours."""
-    load_settings()  # fail with a clear message before the server starts
+    settings = load_settings()  # fail with a clear message before the server starts
     import uvicorn
 
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    from bootstrap.logs import configure
+    from bootstrap.metrics import prepare_multiprocess
+
+    if workers > 1:
+        # Several server processes: each writes its counters to files, /metrics sums them.
+        prepare_multiprocess()
+    configure(settings.log_format)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,  # uvicorn's loggers go through the root's handler configured above
+    )
 
 
 COMMANDS = [worker, beat, bench, demo, serve]

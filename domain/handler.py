@@ -69,8 +69,11 @@ class CommandHandler:
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        on_conflict: Callable[[], None] = lambda: None,
     ) -> None:
+        """``on_conflict`` is told of each lost race (metrics count them)."""
         self._store = store
+        self._on_conflict = on_conflict
         self._retry = retry or RetryPolicy()
         self._snapshot_every = snapshot_every
         self._limits = limits or Limits()
@@ -88,6 +91,7 @@ class CommandHandler:
                 return self._attempt(command, asked)
             except VersionConflict as lost_race:
                 conflict = lost_race
+                self._on_conflict()
             except DuplicateCommand:
                 # Another delivery of this command won the race to record it.
                 return self._recorded(command, asked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,9 +26,11 @@ class DeadLetter:
 
 
 class DeadLetterLog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, on_record: Callable[[str], None] = lambda _: None) -> None:
+        """``on_record`` is told the reason of each message recorded (metrics count them)."""
         self._writer = engine.execution_options(**WRITE)
         self._engine = engine
+        self._on_record = on_record
 
     def record(self, source: str, reason: str, body: str) -> None:
         # A body past the limit is cut, not refused: losing the record would be worse.
@@ -40,6 +43,7 @@ class DeadLetterLog:
         }
         with self._writer.begin() as conn:
             conn.execute(dead_letters.insert().values(row))
+        self._on_record(reason)
 
     def recent(self, limit: int = 50) -> list[DeadLetter]:
         query = select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit)

@@ -39,7 +39,7 @@ def reject_invalid(
     log.warning("rejected invalid command %s: %s", error.command_id, reason)
     # The envelope's digest stands for the command's fingerprint: a valid command sent
     # later under this id is another command, and is refused as one.
-    return services.store.record_outcome(_readable_type(envelope), outcome, digest(envelope))
+    return services.store.record_outcome(readable_type(envelope), outcome, digest(envelope))
 
 
 def reject_wrong_arguments(
@@ -76,7 +76,7 @@ def _raw(envelope: Any) -> str:
         return repr(envelope)
 
 
-def _readable_type(envelope: Any) -> str:
+def readable_type(envelope: Any) -> str:
     kind = envelope.get("type") if isinstance(envelope, dict) else None
     return kind if isinstance(kind, str) and kind.isidentifier() and len(kind) <= 64 else "unknown"
 

@@ -8,23 +8,32 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any, NoReturn
 
 from celery import Celery, Task
 from celery.signals import task_internal_error
 
 from bootstrap import Services
+from bootstrap.logs import bind, log_context
 from commands import Command, Outcome
 from commands.envelope import InvalidEnvelope, decode
 from commands.transport import (
     HANDLE_COMMAND,
     PROJECTIONS_QUEUE,
+    SENT_AT_HEADER,
     SWEEP_PROJECTIONS,
     WAKE_PROJECTIONS,
 )
 from domain.errors import CommandIdReused
+from readmodels.runner import RunResult
 from store.errors import is_unreachable
-from workers.poison import reject_invalid, reject_unrunnable, reject_wrong_arguments
+from workers.poison import (
+    readable_type,
+    reject_invalid,
+    reject_unrunnable,
+    reject_wrong_arguments,
+)
 from workers.runtime import process_services
 
 log = logging.getLogger(__name__)
@@ -46,19 +55,27 @@ class OrdersTask(Task):  # type: ignore[misc]
 def handle_command(task: OrdersTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     # The signature takes anything: a message with the wrong arguments is a poison
     # message to record like any other, not a TypeError inside Celery.
-    services = task.services
+    request = task.request
+    with log_context(task_id=request.id, retries=request.retries or None):
+        return _handle_command(task, args, kwargs)
+
+
+def _handle_command(task: OrdersTask, args: Any, kwargs: Any) -> dict[str, Any]:
+    services, request = task.services, task.request
     try:
         if len(args) == 1 and not kwargs:
-            out_of_retries = task.request.retries >= services.settings.db_retries
-            outcome = _decide(services, args[0], task.request.id, out_of_retries)
+            out_of_retries = request.retries >= services.settings.db_retries
+            outcome = _decide(services, args[0], request.id, out_of_retries)
         else:
-            outcome = reject_wrong_arguments(services, args, kwargs, task.request.id)
-        if outcome.command_id and outcome.command_id != task.request.id:
+            outcome = reject_wrong_arguments(services, args, kwargs, request.id)
+            services.metrics.command("unknown", outcome.status, None)
+        if outcome.command_id and outcome.command_id != request.id:
             _also_under_the_command_id(task, services, outcome)
     except Exception as error:
         if not is_unreachable(error):
             raise
         _retry(task, services, error)
+    _observe_end_to_end(services, getattr(request, SENT_AT_HEADER, None))
     if outcome.accepted:
         _wake_projections(task.app, services)
     elif outcome.error == REUSED:
@@ -87,7 +104,7 @@ def wake_projections(task: OrdersTask, looks: int = 0) -> None:
     services = task.services
     services.debouncer.release()
     try:
-        results = services.runner.run_all()
+        results = _run_projections(services)
     except Exception as error:
         if not is_unreachable(error):
             raise
@@ -109,26 +126,61 @@ def wake_projections(task: OrdersTask, looks: int = 0) -> None:
 
 def sweep_projections(task: OrdersTask) -> None:
     """The periodic catch-up (beat): whatever a lost wake-up missed."""
-    task.services.runner.run_all()
+    _run_projections(task.services)
+
+
+def _run_projections(services: Services) -> list[RunResult]:
+    results = services.runner.run_all()
+    for result in results:
+        services.metrics.projection_events(result.projection, result.applied)
+    return results
 
 
 def _decide(
     services: Services, envelope: Any, task_id: str | None, out_of_retries: bool
 ) -> Outcome:
+    started = time.perf_counter()
     try:
         command = decode(envelope)
     except InvalidEnvelope as invalid:
-        return reject_invalid(services, envelope, invalid, task_id)
+        outcome = reject_invalid(services, envelope, invalid, task_id)
+        bind(command_id=outcome.command_id or None, status=outcome.status)
+        services.metrics.command(readable_type(envelope), outcome.status, None)
+        return outcome
+    bind(
+        command_id=command.command_id,
+        correlation_id=command.correlation_id or command.command_id,
+        order_id=command.order_id,
+        command_type=command.command_type,
+    )
     if out_of_retries:
-        return _give_up(services, command)
-    try:
-        return services.handler.handle(command)
-    except Exception as error:
-        if is_unreachable(error):
-            raise
-        # A bug or corrupt stored data: fail this command, keep the worker going.
-        log.exception("command %s failed", command.command_id)
-        return services.handler.fail(command, type(error).__name__, str(error))
+        outcome = _give_up(services, command)
+    else:
+        try:
+            outcome = services.handler.handle(command)
+        except Exception as error:
+            if is_unreachable(error):
+                raise
+            # A bug or corrupt stored data: fail this command, keep the worker going.
+            log.exception("command %s failed", command.command_id)
+            outcome = services.handler.fail(command, type(error).__name__, str(error))
+    seconds = time.perf_counter() - started
+    services.metrics.command(command.command_type, outcome.status, seconds)
+    bind(status=outcome.status, duration_ms=round(seconds * 1000, 3))
+    log.info("command %s %s", command.command_id, _described(outcome))
+    return outcome
+
+
+def _described(outcome: Outcome) -> str:
+    if outcome.accepted:
+        return f"accepted at version {outcome.version}"
+    return f"{outcome.status}: {outcome.error}"
+
+
+def _observe_end_to_end(services: Services, sent_at: Any) -> None:
+    """Enqueue to outcome, for producers that say when they sent (``CommandClient``)."""
+    if isinstance(sent_at, int | float) and not isinstance(sent_at, bool):
+        services.metrics.end_to_end(time.time() - sent_at)
 
 
 def _give_up(services: Services, command: Command) -> Outcome:
@@ -154,6 +206,7 @@ def _retry(task: OrdersTask, services: Services, error: Exception) -> NoReturn:
     cap = min(MAX_RETRY_DELAY, settings.visibility_timeout / 10)
     delay = min(cap, settings.db_retry_delay * 2**attempt) * random.uniform(0.5, 1.0)
     reason = " ".join(str(error).split())[:300]
+    services.metrics.db_retry()
     if attempt < settings.db_retries:
         log.warning("database unreachable, retry %d in %.1f s: %s", attempt + 1, delay, reason)
     else:

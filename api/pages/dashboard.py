@@ -9,7 +9,6 @@ orders appear without a reload, and without JavaScript the page is simply a page
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,9 +18,10 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Connection
 
-from api.deps import read_connection, services
+from api.deps import answers, read_connection, services
 from api.errors import ApiError
 from api.pages.charts import revenue_bars
+from api.reading import Answers
 from bootstrap import Services
 from readmodels import queries
 from readmodels.maintenance import status as projection_status
@@ -72,18 +72,25 @@ def index(
 
 
 @router.get("/live", response_class=HTMLResponse)
-def live(
+async def live(
     request: Request,
-    conn: Annotated[Connection, Depends(read_connection)],
+    read: Annotated[Answers, Depends(answers)],
     system: Annotated[Services, Depends(services)],
     status: Status = None,
     customer: Customer = None,
     cursor: Cursor = None,
 ) -> Response:
-    context = _live(conn, system, status, customer, cursor)
-    context.pop("now")  # the clock alone must not make every poll a change
-    html = TEMPLATES.get_template("live.html").render(request=request, **context)
-    tag = f'W/"{hashlib.sha256(html.encode()).hexdigest()[:32]}"'
+    """The live part of ``/``, for the page's script to poll: rendered again only when a
+    read model moved, so a dashboard left open costs next to nothing."""
+    states = await read.states()
+
+    def render() -> bytes:
+        with system.read_engine.connect() as conn:
+            context = _live(conn, system, status, customer, cursor)
+        context.pop("now")  # the clock alone must not make every poll a change
+        return TEMPLATES.get_template("live.html").render(request=request, **context).encode()
+
+    html, tag = await read.kept(request, list(states.values()), render, shows_lag=True)
     headers = {"ETag": tag, "Cache-Control": "no-cache"}
     if tag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)

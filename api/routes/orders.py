@@ -4,15 +4,14 @@ on request, its history."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import Connection
 
-from api.deps import read_connection, services
+from api.deps import answers
 from api.errors import ApiError
-from api.reading import answer, wait_for_command
-from bootstrap import Services
+from api.reading import Answers
 from readmodels import queries
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
@@ -30,10 +29,9 @@ After = Annotated[
 
 
 @router.get("", summary="Orders, newest first, a page at a time")
-def list_orders(
+async def list_orders(
     request: Request,
-    conn: Annotated[Connection, Depends(read_connection)],
-    system: Annotated[Services, Depends(services)],
+    read: Annotated[Answers, Depends(answers)],
     status: Literal["created", "paid", "cancelled"] | None = None,
     customer: Annotated[str | None, Query(max_length=128)] = None,
     since: Annotated[datetime | None, Query(description="Created at or after (ISO 8601)")] = None,
@@ -44,21 +42,26 @@ def list_orders(
 ) -> Response:
     """Keyset pages (never OFFSET): a page costs the same however deep it is. The body's
     ``next`` is the cursor of the page after, or null on the last one."""
-    consistency = wait_for_command(system, after_command, SUMMARY)
-    try:
-        page = queries.list_orders(
-            conn,
-            status=status,
-            customer_id=customer,
-            since=since,
-            until=until,
-            limit=limit,
-            after=cursor,
-        )
-    except queries.BadCursor as bad:
-        raise ApiError(400, "BadParameter", f"cursor: {bad}") from None
-    body = {"orders": page.rows, "next": page.next_cursor}
-    return answer(request, conn, system, body, SUMMARY, etag=True, headers=consistency)
+    consistency = await read.wait_for(after_command, SUMMARY)
+
+    def page(conn: Connection) -> dict[str, Any]:
+        try:
+            found = queries.list_orders(
+                conn,
+                status=status,
+                customer_id=customer,
+                since=since,
+                until=until,
+                limit=limit,
+                after=cursor,
+            )
+        except queries.BadCursor as bad:
+            raise ApiError(400, "BadParameter", f"cursor: {bad}") from None
+        return {"orders": found.rows, "next": found.next_cursor}
+
+    return await read.respond(
+        request, SUMMARY, page, etag=True, headers=consistency, fresh=bool(consistency)
+    )
 
 
 @router.get(
@@ -66,18 +69,23 @@ def list_orders(
     summary="One order with its lines (and its history)",
     responses={404: {"description": "No such order in the read models"}},
 )
-def show_order(
+async def show_order(
     order_id: str,
     request: Request,
-    conn: Annotated[Connection, Depends(read_connection)],
-    system: Annotated[Services, Depends(services)],
+    read: Annotated[Answers, Depends(answers)],
     history: Annotated[bool, Query(description="Add its events and commands' outcomes")] = False,
     after_command: After = None,
 ) -> Response:
-    consistency = wait_for_command(system, after_command, WITH_LINES)
-    order = queries.show_order(conn, order_id)
-    if order is None:
-        raise ApiError(404, "UnknownOrder", f"no order {order_id} in the read models")
-    if history:
-        order.update(queries.order_history(conn, order_id))
-    return answer(request, conn, system, order, WITH_LINES, etag=True, headers=consistency)
+    consistency = await read.wait_for(after_command, WITH_LINES)
+
+    def order(conn: Connection) -> dict[str, Any]:
+        found = queries.show_order(conn, order_id)
+        if found is None:
+            raise ApiError(404, "UnknownOrder", f"no order {order_id} in the read models")
+        if history:
+            found.update(queries.order_history(conn, order_id))
+        return found
+
+    return await read.respond(
+        request, WITH_LINES, order, etag=True, headers=consistency, fresh=bool(consistency)
+    )

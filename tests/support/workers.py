@@ -29,6 +29,7 @@ class WorkerProcess:
         name: str = "e2e",
         beat: bool = False,
         via: str = "celery",
+        loglevel: str = "INFO",
     ) -> None:
         """``via``: "celery" starts ``celery -A workers.app worker``, "orders" the
         project's console script ``orders worker``; the same worker either way."""
@@ -40,7 +41,7 @@ class WorkerProcess:
             argv = [
                 *(sys.executable, "-m", "celery", "-A", "workers.app", "worker"),
                 *common,
-                "--loglevel=INFO",
+                f"--loglevel={loglevel}",
                 "--without-gossip",
                 "--without-mingle",
             ]
