@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
@@ -94,9 +94,11 @@ class ProjectionRunner:
         applied, limit, holding = 0, self._batch_size, False
         while True:
             try:
-                state, count = self._run_batch(projection, limit, first=not holding)
+                state, done = self._run_batch(projection, limit, first=not holding)
                 holding = True
-                applied += count
+                applied += len(done)
+                if done and log.isEnabledFor(logging.DEBUG):
+                    _log_applied(name, done)
                 if state in ("caught_up", "held_back") and self._reruns.take(name):
                     continue  # another run asked while this one held the lock
             except _RowsRefused as refused:
@@ -125,23 +127,24 @@ class ProjectionRunner:
 
     def _run_batch(
         self, projection: Projection, limit: int, *, first: bool
-    ) -> tuple[RunState | None, int]:
-        """One transaction: lock, read, apply, write, move the checkpoint."""
+    ) -> tuple[RunState | None, list[RecordedEvent]]:
+        """One transaction: lock, read, apply, write, move the checkpoint. Returns the
+        state (None: there may be more) and the events it applied."""
         name = projection.name
         with self._writer.begin() as conn:
             if not try_lock(conn, name):
-                return "busy", 0
+                return "busy", []
             if first:
                 self._reruns.clear(name)  # this run reads everything committed from now on
             state = read_state(conn, name)
             if state.stuck:
-                return "stuck", 0
+                return "stuck", []
             batch = self._reader.read_in(conn, state.checkpoint, limit)
             if not batch:
                 # Nothing readable; committed events behind an older open transaction
                 # are held back, and whoever woke us should look again soon.
                 held = self._reader.holds_back(conn, state.checkpoint)
-                return ("held_back" if held else "caught_up"), 0
+                return ("held_back" if held else "caught_up"), []
             rows = TableRows(conn, projection.table)
             applied, failure = apply_batch(projection, batch, self._history, rows)
             try:
@@ -155,13 +158,13 @@ class ProjectionRunner:
                     # Everything readable was read: say so now rather than in another
                     # transaction that would find nothing (a third of a wake-up's work).
                     held = self._reader.holds_back(conn, checkpoint)
-                    return ("held_back" if held else "caught_up"), applied
-                return None, applied
+                    return ("held_back" if held else "caught_up"), batch[:applied]
+                return None, batch[:applied]
             reason = failure.describe()
             park(conn, name, failure.recorded, reason)
             save_state(conn, name, checkpoint, stuck=True, error=reason)
-        log.error("projection %s parked event %s: %s", name, failure.recorded.event_id, reason)
-        return "stuck", applied
+        _log_parked(name, failure.recorded, reason)
+        return "stuck", batch[:applied]
 
     def _park_refused(self, projection: Projection, refused: _RowsRefused) -> None:
         reason = f"{type(refused.error.orig).__name__}: {refused.error.orig}".strip()
@@ -169,6 +172,37 @@ class ProjectionRunner:
             state = read_state(conn, projection.name)
             park(conn, projection.name, refused.first, reason)
             save_state(conn, projection.name, state.checkpoint, stuck=True, error=reason)
-        log.error(
-            "projection %s parked event %s: %s", projection.name, refused.first.event_id, reason
+        _log_parked(projection.name, refused.first, reason)
+
+
+def _about(name: str, recorded: RecordedEvent) -> dict[str, Any]:
+    """A log line's fields for one event: the order, and the command and conversation it
+    came from, so an operator can follow a producer's correlation id into the models."""
+    metadata = recorded.stored.metadata
+    return {
+        "projection": name,
+        "order_id": recorded.aggregate_id,
+        "command_id": metadata.command_id,
+        "correlation_id": metadata.correlation_id,
+    }
+
+
+def _log_applied(name: str, done: list[RecordedEvent]) -> None:
+    for recorded in done:
+        log.debug(
+            "projection %s applied %s of order %s",
+            name,
+            recorded.event_type,
+            recorded.aggregate_id,
+            extra=_about(name, recorded),
         )
+
+
+def _log_parked(name: str, recorded: RecordedEvent, reason: str) -> None:
+    log.error(
+        "projection %s parked event %s: %s",
+        name,
+        recorded.event_id,
+        reason,
+        extra=_about(name, recorded),
+    )

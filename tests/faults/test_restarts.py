@@ -23,10 +23,8 @@ from kombu import Connection, Queue
 from kombu.common import ignore_errors
 from sqlalchemy import Engine
 
-from bootstrap import migrate
 from commands import AddItem, Command, CreateOrder
 from commands.client import CommandClient
-from store import build_engine
 from tests.support.burst import assert_outcomes_match_the_log, send_all, wait_all
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.workers import WorkerProcess
@@ -127,17 +125,6 @@ def test_a_redis_restart_in_a_burst_leaves_every_command_one_outcome_the_logs(
         # The restart did lose commands or outcomes, and resending brought them back.
         assert client.published > len(commands), client.published
     assert worker.process.poll() is None, "the worker died:\n" + worker.log()
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[tuple[PostgresServer, str, Engine]]:
-    server = PostgresServer().create()
-    url = server.create_database("orders")
-    engine = build_engine(url)
-    migrate(engine)
-    yield server, url, engine
-    engine.dispose()
-    server.remove()
 
 
 def test_a_postgres_immediate_stop_in_a_burst_leaves_every_command_one_outcome_the_logs(

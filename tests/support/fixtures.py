@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from bootstrap import MIGRATIONS, migrate
 from commands.client import CommandClient
 from store import build_engine
+from tests.support.servers import PostgresServer
 from tests.support.services import DEFAULT_TEST_DATABASE, DEFAULT_TEST_REDIS, RUN_ID, unavailable
 from tests.support.workers import WorkerProcess
 
@@ -153,6 +154,19 @@ def worker_env(
         "ORDERS_SNAPSHOT_EVERY": "5",
         "ORDERS_CONFLICT_ATTEMPTS": "30",
     }
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[tuple[PostgresServer, str, Engine]]:
+    """A PostgreSQL cluster of this test's own, migrated, for tests that stop or crash
+    it: (server, URL, engine)."""
+    server = PostgresServer().create()
+    url = server.create_database("orders")
+    engine = build_engine(url)
+    migrate(engine)
+    yield server, url, engine
+    engine.dispose()
+    server.remove()
 
 
 @pytest.fixture
