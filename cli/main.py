@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from cli import operate, readmodels, run, send
+from cli import operate, readmodels, retention, run, send
 
 
 @click.group()
@@ -14,7 +14,13 @@ def cli() -> None:
     """Event-sourced orders on Celery, Redis and PostgreSQL."""
 
 
-for command in [send.send, *operate.COMMANDS, *readmodels.COMMANDS, *run.COMMANDS]:
+for command in [
+    send.send,
+    *operate.COMMANDS,
+    *readmodels.COMMANDS,
+    *retention.COMMANDS,
+    *run.COMMANDS,
+]:
     cli.add_command(command)
 
 

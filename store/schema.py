@@ -104,6 +104,8 @@ command_log = Table(
     Column("fingerprint", String(64)),
     # An order's commands, for its timeline.
     Index("command_log_order", "aggregate_id", "recorded_at"),
+    # Pruning by age (store/retention.py).
+    Index("command_log_recorded_at", "recorded_at"),
 )
 
 command_task_ids = Table(
@@ -113,6 +115,8 @@ command_task_ids = Table(
     # the command under this task id: its outcome is found by either id.
     Column("task_id", String(255), primary_key=True),
     Column("command_id", String(36), nullable=False),
+    # Pruning a command deletes its task ids.
+    Index("command_task_ids_command_id", "command_id"),
 )
 
 dead_letters = Table(
@@ -123,4 +127,6 @@ dead_letters = Table(
     Column("reason", Text, nullable=False),
     Column("body", Text, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # Pruning by age (store/retention.py).
+    Index("dead_letters_recorded_at", "recorded_at"),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from celery.schedules import crontab
 from kombu.entity import Exchange, Queue
 
 from bootstrap import Settings
@@ -16,6 +17,7 @@ from commands.transport import (
     WAKE_PROJECTIONS,
     common_celery_config,
 )
+from workers.tasks import PRUNE
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -65,6 +67,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             HANDLE_COMMAND: {"queue": COMMANDS_QUEUE},
             WAKE_PROJECTIONS: {"queue": PROJECTIONS_QUEUE},
             SWEEP_PROJECTIONS: {"queue": PROJECTIONS_QUEUE},
+            PRUNE: {"queue": PROJECTIONS_QUEUE},
         },
         # The sweep catches up whatever a lost wake-up missed. A missed tick is harmless,
         # so the schedule needs no file on disk.
@@ -74,7 +77,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": SWEEP_PROJECTIONS,
                 "schedule": settings.sweep_interval,
                 "options": {"queue": PROJECTIONS_QUEUE, "expires": settings.sweep_interval},
-            }
+            },
+            **_retention(settings),
         },
         # Messages that are not even readable as tasks are recorded, not just logged.
         worker_consumer="workers.consumer:RecordingConsumer",
@@ -83,6 +87,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         worker_redirect_stdouts=False,
     )
     return config
+
+
+def _retention(settings: Settings) -> dict[str, Any]:
+    """The daily prune (workers/tasks.py), when ORDERS_RETENTION_DAYS is set. At a time
+    of day, not every 24 hours: beat keeps no schedule file, so an interval would start
+    over with every restart of beat and might never come due."""
+    if settings.retention_days is None:
+        return {}
+    entry = {
+        "task": PRUNE,
+        "schedule": crontab(hour=3, minute=30),
+        "kwargs": {"days": settings.retention_days},
+        "options": {"queue": PROJECTIONS_QUEUE, "expires": 12 * 3600},
+    }
+    return {"prune": entry}
 
 
 def _transport(broker_url: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 from typing import Any, NoReturn
 
 from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_internal_error
 
 from bootstrap import Services
@@ -28,6 +29,7 @@ from commands.transport import (
 from domain.errors import CommandIdReused
 from readmodels.runner import RunResult
 from store.errors import is_unreachable
+from store.retention import days_ago, prune
 from workers.poison import (
     readable_type,
     reject_invalid,
@@ -42,6 +44,8 @@ MAX_RETRY_DELAY = 30.0
 REUSED = CommandIdReused.__name__
 HELD_BACK_RETRY_DELAY = 0.25
 HELD_BACK_LOOKS = 40
+PRUNE = "orders.prune"
+"""The retention task (beat sends it daily when ORDERS_RETENTION_DAYS is set)."""
 
 
 class OrdersTask(Task):  # type: ignore[misc]
@@ -127,6 +131,48 @@ def wake_projections(task: OrdersTask, looks: int = 0) -> None:
 def sweep_projections(task: OrdersTask) -> None:
     """The periodic catch-up (beat): whatever a lost wake-up missed."""
     _run_projections(task.services)
+
+
+def prune_old_rows(task: OrdersTask, days: int | None = None) -> dict[str, int]:
+    """The daily retention (beat, when ORDERS_RETENTION_DAYS is set): command-log rows,
+    with their task ids, and dead letters older than ``days`` (the beat sends the
+    setting; the worker's own when a message has none). Events are never deleted. A
+    command whose row is pruned is decided again if it is redelivered or resent after
+    that (store/retention.py): retention must outlast any producer's resend window."""
+    services = task.services
+    days = days or services.settings.retention_days
+    if days is None:
+        log.warning("%s: no days given and ORDERS_RETENTION_DAYS is unset; nothing pruned", PRUNE)
+        return {}
+    cutoff = days_ago(days)
+    deleted = 0
+
+    def count(rows: int) -> None:
+        nonlocal deleted
+        deleted += rows
+
+    try:
+        pruned = prune(
+            services.engine, command_log_before=cutoff, dead_letters_before=cutoff, progress=count
+        )
+    except SoftTimeLimitExceeded:
+        # Every batch before this one is committed: the next run goes on from there.
+        log.warning(
+            "pruning stopped at the time limit after %d rows; the next run goes on", deleted
+        )
+        return {"deleted": deleted}
+    log.info(
+        "pruned %d command-log rows, %d task ids and %d dead letters older than %d days",
+        pruned.command_log,
+        pruned.task_ids,
+        pruned.dead_letters,
+        days,
+    )
+    return {
+        "command_log": pruned.command_log,
+        "task_ids": pruned.task_ids,
+        "dead_letters": pruned.dead_letters,
+    }
 
 
 def _run_projections(services: Services) -> list[RunResult]:
@@ -261,3 +307,4 @@ def register(app: Celery) -> None:
     app.task(name=HANDLE_COMMAND, max_retries=None, **options)(handle_command)
     app.task(name=WAKE_PROJECTIONS, ignore_result=True, **options)(wake_projections)
     app.task(name=SWEEP_PROJECTIONS, ignore_result=True, **options)(sweep_projections)
+    app.task(name=PRUNE, **options)(prune_old_rows)
