@@ -9,15 +9,32 @@ import click
 from bootstrap import bootstrap
 from bootstrap import migrate as apply_migrations
 from bootstrap.health import check as checked
+from bootstrap.roles import RolesError, migrate_with_roles, passwords_from
 from cli.common import load_settings, open_services, parse_command_id
 from cli.walkthrough import print_history
 
 
 @click.command()
-def migrate() -> None:
+@click.option(
+    "--create-roles",
+    is_flag=True,
+    help="PostgreSQL, as an administrator: also create the roles orders_owner, "
+    "orders_writer and orders_reader (passwords from ORDERS_OWNER_PASSWORD, "
+    "ORDERS_WRITER_PASSWORD, ORDERS_READER_PASSWORD when set), migrate as orders_owner "
+    "and grant each role what it needs (safe to run again).",
+)
+def migrate(create_roles: bool) -> None:
     """Create or upgrade the database schema (safe to run again)."""
     with open_services(migrated=False) as services:
-        apply_migrations(services.engine)
+        if not create_roles:
+            apply_migrations(services.engine)
+        else:
+            try:
+                done = migrate_with_roles(services.engine, passwords_from())
+            except RolesError as error:
+                raise click.ClickException(str(error)) from None
+            for line in done:
+                click.echo(line)
     click.echo("database is up to date")
 
 

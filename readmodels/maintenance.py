@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, Table, select
+from sqlalchemy import Column, Engine, MetaData, Table, select
 
 from readmodels.batch import Failure, Prepared, apply_prepared, prepare
 from readmodels.checkpoints import (
@@ -90,10 +90,15 @@ def rebuild(
 
     One pass over the log feeds every projection asked for, in memory: the models are
     far smaller than the log, and a row touched by a thousand events is written once.
-    The new tables are then filled, and one transaction replaces the live rows with
-    theirs and moves the checkpoints: a query sees the old models or the new ones,
-    never a partial one. The projections' locks are held throughout, so their
-    incremental runners wait instead of racing.
+    One transaction then fills new tables, replaces the live rows with theirs and moves
+    the checkpoints: a query sees the old models or the new ones, never a partial one.
+    The projections' locks are held throughout, so their incremental runners wait
+    instead of racing.
+
+    The new tables are TEMPORARY, on that transaction's connection alone: a rebuild
+    needs no CREATE on the schema, only the TEMPORARY privilege on the database (which
+    PUBLIC has by default), so the workers' role can run it; they vanish with a failed
+    transaction, and two rebuilds never meet in them.
     """
     chosen = [projections] if isinstance(projections, Projection) else list(projections)
     writer = engine.execution_options(**WRITE)
@@ -122,12 +127,11 @@ def rebuild(
                     checkpoint = batch[-1].checkpoint
                     progress(len(batch))
             with writer.begin() as conn:
+                # Filled first: the live tables are locked only from their DELETE on.
                 for projection in chosen:
                     shadow = shadows[projection.name]
-                    shadow.drop(conn, checkfirst=True)
                     shadow.create(conn)
                     write_rows(conn, shadow, list(models[projection.name].existing().values()))
-            with writer.begin() as conn:
                 for projection in chosen:
                     shadow = shadows[projection.name]
                     conn.execute(projection.table.delete())
@@ -138,9 +142,6 @@ def rebuild(
                     shadow.drop(conn)
             return checkpoint
         finally:
-            with writer.begin() as conn:
-                for shadow in shadows.values():
-                    shadow.drop(conn, checkfirst=True)
             for projection in chosen:
                 release_lock(lock, projection.name)
             lock.commit()
@@ -162,10 +163,14 @@ def _cycle_collection_paused() -> Iterator[None]:
 
 
 def _shadow(table: Table) -> Table:
-    shadow = table.to_metadata(MetaData(), name=f"{table.name}__rebuild")
-    # Index names are unique per schema; the shadow only needs its primary key.
-    shadow.indexes.clear()
-    return shadow
+    """A TEMPORARY table with ``table``'s columns and primary key (the bulk upsert needs
+    it), and no other index. Named apart: on PostgreSQL a temporary table would hide the
+    live table of the same name."""
+    columns = [
+        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable, autoincrement=False)
+        for c in table.columns
+    ]
+    return Table(f"{table.name}__rebuild", MetaData(), *columns, prefixes=["TEMPORARY"])
 
 
 @dataclass(frozen=True)
