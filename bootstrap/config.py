@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -26,11 +26,13 @@ from commands.transport import (
     DEFAULT_BROKER_URL,
     MIN_PUBLISH_TIMEOUT,
     PUBLISH_TIMEOUT_VARIABLE,
+    REDIS_PASSWORD_VARIABLE,
     RESULT_BACKEND_VARIABLE,
     BrokerConfigError,
     Endpoints,
     checked_url,
     redacted,
+    with_redis_password,
 )
 from domain.decide import DEFAULT_MAX_LINES
 
@@ -57,8 +59,8 @@ def _integer(minimum: int) -> Parse:
 def _database_url(name: str, raw: str) -> str:
     try:
         backend = make_url(raw).get_backend_name()
-    except ArgumentError:
-        raise ConfigError(f"{name} is not a database URL: {raw!r}") from None
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"{name} is not a database URL: {redacted(raw)!r}") from None
     if backend not in ("postgresql", "sqlite"):
         raise ConfigError(f"{name} must be a postgresql:// or sqlite:// URL, got {backend}")
     return raw
@@ -83,6 +85,28 @@ def _secret(name: str, raw: str) -> str:
     if len(raw) < 16:
         raise ConfigError(f"{name} must be at least 16 characters long")
     return raw
+
+
+def _password(name: str, raw: str) -> str:
+    """Any characters: it goes into its URLs percent-encoded (``Settings``)."""
+    return raw
+
+
+def with_database_password(url: str, password: str | None) -> str:
+    """A PostgreSQL URL with ``password`` in it, encoded so that SQLAlchemy reads back
+    exactly that password; the query (``?sslmode=require``) is kept. A URL with a
+    password of its own (in the user part or ``?password=``), a SQLite URL, or no
+    password: the URL as it is."""
+    if not password:
+        return url
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return url
+    if parsed.password is not None or "password" in parsed.query:
+        return url
+    if parsed.username is None:  # SQLAlchemy would leave the password out
+        raise ConfigError(f"needs a user name for its password, got {redacted(url)!r}")
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 def _choice(*choices: str) -> Parse:
@@ -116,6 +140,12 @@ class Settings:
         "SQLAlchemy URL of the event store, e.g. postgresql+psycopg2://orders@db/orders",
         default="sqlite:///orders.db",
     )
+    database_password: str | None = _env(
+        "ORDERS_DATABASE_PASSWORD",
+        _password,
+        "password for the database URLs that hold none (any characters; encoded for them)",
+        default=None,
+    )
     broker_url: str = _env(
         BROKER_URL_VARIABLE,
         _url(BROKER_SCHEMES),
@@ -126,6 +156,12 @@ class Settings:
         RESULT_BACKEND_VARIABLE,
         _url(BACKEND_SCHEMES),
         "where producers read outcomes; defaults to the broker when it is Redis",
+        default=None,
+    )
+    redis_password: str | None = _env(
+        REDIS_PASSWORD_VARIABLE,
+        _password,
+        "password for the broker's and result backend's Redis URLs that hold none",
         default=None,
     )
     visibility_timeout: int = _env(
@@ -204,6 +240,13 @@ class Settings:
         "defaults to ORDERS_DATABASE_URL",
         default=None,
     )
+    read_database_password: str | None = _env(
+        "ORDERS_READ_DATABASE_PASSWORD",
+        _password,
+        "password for ORDERS_READ_DATABASE_URL when it holds none; "
+        "defaults to ORDERS_DATABASE_PASSWORD",
+        default=None,
+    )
     api_consistency_wait: float = _env(
         "ORDERS_API_CONSISTENCY_WAIT",
         _number(0.0),
@@ -248,6 +291,7 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        self._insert_passwords()
         limits = [
             ("ORDERS_TASK_TIME_LIMIT", self.task_time_limit),
             ("ORDERS_COMMAND_TIME_LIMIT", self.command_time_limit),
@@ -259,6 +303,31 @@ class Settings:
                     f"ORDERS_VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be above "
                     f"{variable} ({limit})"
                 )
+
+    def _insert_passwords(self) -> None:
+        """The *_PASSWORD settings go into the URLs that hold none, percent-encoded, so
+        that every consumer reads complete URLs from here (and compose files need not
+        build URLs out of passwords)."""
+        read_password = self.read_database_password or self.database_password
+        insert = {
+            "database_url": (with_database_password, self.database_password),
+            "read_database_url": (with_database_password, read_password),
+            "broker_url": (with_redis_password, self.redis_password),
+            "result_backend": (with_redis_password, self.redis_password),
+        }
+        for spec in fields(self):
+            if spec.name not in insert or getattr(self, spec.name) is None:
+                continue
+            url = getattr(self, spec.name)
+            complete, password = insert[spec.name]
+            variable = spec.metadata["env"]
+            try:
+                url = complete(url, password)
+            except ConfigError as error:
+                raise ConfigError(f"{variable} {error}") from None
+            except (ArgumentError, ValueError):
+                raise ConfigError(f"{variable} is not a URL: {redacted(url)!r}") from None
+            object.__setattr__(self, spec.name, url)  # frozen: only while it is being built
 
     @property
     def embedded(self) -> bool:
@@ -281,6 +350,15 @@ class Settings:
     def describe(self) -> Iterator[tuple[str, str, str]]:
         """(variable, value, meaning) for each setting, for ``orders config``."""
         for spec in fields(self):
-            value = getattr(self, spec.name)
-            shown = "***" if spec.metadata["parse"] is _secret and value else redacted(value)
-            yield spec.metadata["env"], shown, spec.metadata["doc"]
+            yield spec.metadata["env"], str(self._shown(spec)), spec.metadata["doc"]
+
+    def __repr__(self) -> str:
+        # Passwords hidden: a repr ends up in logs, tracebacks and error reports.
+        shown = ", ".join(f"{spec.name}={self._shown(spec)!r}" for spec in fields(self))
+        return f"{type(self).__name__}({shown})"
+
+    def _shown(self, spec: Field[Any]) -> object:
+        value = getattr(self, spec.name)
+        if spec.metadata["parse"] in (_secret, _password) and value:
+            return "***"
+        return redacted(value) if isinstance(value, str) else value

@@ -36,6 +36,7 @@ from commands.transport import (
     DEFAULT_PUBLISH_TIMEOUT,
     HANDLE_COMMAND,
     PUBLISH_TIMEOUT_VARIABLE,
+    REDIS_PASSWORD_VARIABLE,
     RESULT_BACKEND_VARIABLE,
     SENT_AT_HEADER,
     BrokerConfigError,
@@ -44,6 +45,7 @@ from commands.transport import (
     common_celery_config,
     redacted,
     socket_timeout_for,
+    with_redis_password,
 )
 
 # What a broker or result backend that cannot be reached raises, through kombu, redis-py
@@ -116,9 +118,16 @@ class CommandClient:
         """
         # Only what was not given comes from the environment, so a bad variable cannot
         # stop a client whose settings are explicit.
+        # ORDERS_REDIS_PASSWORD goes into those (percent-encoded), as the workers do.
+        password = os.environ.get(REDIS_PASSWORD_VARIABLE) or None
+        from_env = os.environ.get(RESULT_BACKEND_VARIABLE)
         endpoints = Endpoints(
-            broker_url=broker_url or os.environ.get(BROKER_URL_VARIABLE) or DEFAULT_BROKER_URL,
-            result_backend=result_backend or os.environ.get(RESULT_BACKEND_VARIABLE) or None,
+            broker_url=broker_url
+            or with_redis_password(
+                os.environ.get(BROKER_URL_VARIABLE) or DEFAULT_BROKER_URL, password
+            ),
+            result_backend=result_backend
+            or (with_redis_password(from_env, password) if from_env else None),
         )
         if app is None and endpoints.in_process:
             raise BrokerConfigError(

@@ -8,9 +8,10 @@ the workers' code.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 HANDLE_COMMAND = "orders.handle_command"
 WAKE_PROJECTIONS = "orders.wake_projections"
@@ -23,6 +24,7 @@ SENT_AT_HEADER = "orders_sent_at"
 BROKER_URL_VARIABLE = "ORDERS_BROKER_URL"
 RESULT_BACKEND_VARIABLE = "ORDERS_RESULT_BACKEND"
 PUBLISH_TIMEOUT_VARIABLE = "ORDERS_PUBLISH_TIMEOUT"
+REDIS_PASSWORD_VARIABLE = "ORDERS_REDIS_PASSWORD"  # noqa: S105 (a variable's name)
 DEFAULT_BROKER_URL = "memory://localhost/"
 DEFAULT_PUBLISH_TIMEOUT = 10.0
 MIN_PUBLISH_TIMEOUT = 0.5
@@ -61,25 +63,44 @@ def socket_timeout_for(publish_timeout: float) -> float:
     return max(0.25, publish_timeout / 4)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_SECRET_PARAMETER = re.compile(r"([?&;][^=&#]*(?:pass|secret)[^=&#]*=)[^&]*", re.IGNORECASE)
+
+
 def redacted(url: object) -> str:
     """The URL with any password hidden, so it can be printed: in the user part, and in
-    query parameters such as ``?password=``, which drivers honour too."""
-    parts = urlsplit(str(url))
-    if not parts.scheme:
-        return str(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    query = urlencode(
-        [
-            (key, "***" if "pass" in key.lower() or "secret" in key.lower() else item)
-            for key, item in parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="*",
+    query parameters such as ``?password=``, which drivers honour too.
+
+    A password written into the URL unescaped may hold ``@ / : # ?``: everything up to
+    the last ``@`` counts as the user part, so such a password is hidden whole (a URL
+    with an ``@`` further on, in its path or query, may show less than it could)."""
+    text = str(url)
+    scheme, separator, rest = text.partition("://")
+    if not separator or not _SCHEME.fullmatch(scheme):
+        return text
+    user, at, host = rest.rpartition("@")
+    if at and ":" in user:
+        rest = f"{user.split(':', 1)[0]}:***@{host}"
+    rest = _SECRET_PARAMETER.sub(r"\1***", rest)
+    return f"{scheme}://{rest}"
+
+
+def with_redis_password(url: str, password: str | None) -> str:
+    """A ``redis://`` or ``rediss://`` URL with ``password`` in its user part,
+    percent-encoded (any character works). A URL with a password of its own, any other
+    URL, or no password: the URL as it is. The query (``?ssl_cert_reqs=required``) is
+    kept; a user name stays, for a Redis ACL user (``redis://orders@redis:6379/0``)."""
+    if not password or not url.startswith(("redis://", "rediss://")):
+        return url
+    parts = urlsplit(url)
+    own_password = parts.password is not None or any(
+        key.lower() == "password" for key, _ in parse_qsl(parts.query, keep_blank_values=True)
     )
-    if netloc == parts.netloc and query == parts.query:
-        return str(url)  # untouched: urlunsplit would drop the '//' of sqlite:///file
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    if own_password:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)
