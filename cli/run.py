@@ -40,6 +40,12 @@ from readmodels.queries import show_order
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--hostname", default=None, help="Node name, e.g. commands@%h.")
 @click.option("--beat", is_flag=True, help="Also run the periodic sweep (one per cluster).")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1, max=50),
+    default=None,
+    help="Decide commands up to N at a time, each batch in one transaction (1-50).",
+)
 def worker(
     queues: str,
     concurrency: int | None,
@@ -47,6 +53,7 @@ def worker(
     loglevel: str,
     hostname: str | None,
     beat: bool,
+    batch: int | None,
 ) -> None:
     """Run a Celery worker (the same as `celery -A workers.app worker`)."""
     known = {COMMANDS_QUEUE, PROJECTIONS_QUEUE}
@@ -62,6 +69,8 @@ def worker(
         argv.append(f"--hostname={hostname}")
     if beat:
         argv.append("--beat")
+    if batch:
+        argv.append(f"--batch={batch}")
     _celery(argv)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,7 +19,7 @@ from domain.decide import Limits, decide
 from domain.errors import CommandIdReused, DomainError, DuplicateCommand, VersionConflict
 from domain.events import AGGREGATE_TYPE
 from domain.order import Order, fold
-from domain.ports import EventStore, StreamState
+from domain.ports import BatchWriter, EventStore, StreamState, Writes
 from domain.snapshots import SNAPSHOT_SCHEMA_VERSION, restore, take_snapshot
 
 
@@ -94,9 +94,40 @@ class CommandHandler:
                 self._on_conflict()
             except DuplicateCommand:
                 # Another delivery of this command won the race to record it.
-                return self._recorded(command, asked)
+                return self._recorded(command, asked, self._store)
         assert conflict is not None
-        return self._finish(command, asked, "failed", conflict)
+        return self._finish(command, asked, "failed", conflict, self._store)
+
+    def handle_many(self, commands: Sequence[Command]) -> list[Outcome]:
+        """Decide ``commands`` together: their streams read at once, their writes in one
+        transaction, one outcome each, in order.
+
+        Each command is decided against the Order as the commands before it in the batch
+        left it, and written under a savepoint of its own: a lost race or a redelivery
+        touches only that command, which is decided again at once (the transaction
+        reads the other writer's commit; nothing to wait for) or answered from the
+        command log. Commands are written grouped by order (in their order within each):
+        two batches on the same orders then take their locks in the same order. Raises
+        whatever the store raises outside of those (the batch then wrote nothing)."""
+        if not commands:
+            return []
+        asked = [fingerprint(command) for command in commands]
+        streams = self._store.load_streams(
+            [(command.order_id, command.command_id) for command in commands],
+            snapshot_schema=SNAPSHOT_SCHEMA_VERSION,
+        )
+        outcomes: dict[int, Outcome] = {}
+        orders: dict[str, Order] = {}  # each order as this batch has left it so far
+        loaded_at: dict[str, int] = {}  # the version it was read at, for snapshots
+        by_order = sorted(range(len(commands)), key=lambda index: commands[index].order_id)
+        with self._store.write_batch() as batch:
+            for index in by_order:
+                outcomes[index] = self._in_batch(
+                    batch, commands[index], asked[index], streams[index], orders, loaded_at
+                )
+            for order_id, order in orders.items():
+                self._snapshot_if_due(order, loaded_at[order_id], batch)
+        return [outcomes[index] for index in range(len(commands))]
 
     def fail(self, command: Command, error: str, message: str) -> Outcome:
         """Record ``command`` as failed without deciding it (the worker could not: a bug,
@@ -109,7 +140,7 @@ class CommandHandler:
             error=error,
             message=message[:500],
         )
-        return self._record(command, fingerprint(command), failed)
+        return self._record(command, fingerprint(command), failed, self._store)
 
     def _attempt(self, command: Command, asked: str) -> Outcome:
         # One read: a redelivered command finds its outcome here and writes nothing.
@@ -119,14 +150,63 @@ class CommandHandler:
         if stream.recorded is not None:
             return _answer(command, asked, stream)
         order = _fold_stream(command.order_id, stream)
+        outcome, after = self._decide(command, asked, order, self._store)
+        if after is not None:
+            self._snapshot_if_due(after, order.version, self._store)
+        return outcome
+
+    def _in_batch(
+        self,
+        batch: BatchWriter,
+        command: Command,
+        asked: str,
+        stream: StreamState,
+        orders: dict[str, Order],
+        loaded_at: dict[str, int],
+    ) -> Outcome:
+        if stream.recorded is not None:
+            return _answer(command, asked, stream)
+        order_id = command.order_id
+        order = orders.get(order_id)
+        if order is None:
+            order = orders[order_id] = _fold_stream(order_id, stream)
+            loaded_at[order_id] = order.version
+        conflict: VersionConflict | None = None
+        for _ in range(self._retry.max_attempts):
+            try:
+                outcome, after = self._decide(command, asked, order, batch)
+            except VersionConflict as lost_race:
+                # Another writer committed first: its events are there to read now.
+                conflict = lost_race
+                self._on_conflict()
+                stream = batch.load_stream(
+                    order_id, snapshot_schema=SNAPSHOT_SCHEMA_VERSION, command_id=command.command_id
+                )
+                if stream.recorded is not None:
+                    return _answer(command, asked, stream)
+                order = orders[order_id] = _fold_stream(order_id, stream)
+                continue
+            except DuplicateCommand:
+                return self._recorded(command, asked, batch)
+            if after is not None:
+                orders[order_id] = after
+            return outcome
+        assert conflict is not None
+        return self._finish(command, asked, "failed", conflict, batch)
+
+    def _decide(
+        self, command: Command, asked: str, order: Order, writes: Writes
+    ) -> tuple[Outcome, Order | None]:
+        """Decide ``command`` on ``order`` and write what it decided: its outcome, and the
+        Order after its events (None when it appended none)."""
         expected = command.expected_version
         if expected is not None and expected != order.version:
             stale = VersionConflict(f"{AGGREGATE_TYPE}-{order.order_id}", expected, order.version)
-            return self._finish(command, asked, "rejected", stale)
+            return self._finish(command, asked, "rejected", stale, writes), None
         try:
             events = decide(order, command, at=self._clock(), limits=self._limits)
         except DomainError as broken_rule:
-            return self._finish(command, asked, "rejected", broken_rule)
+            return self._finish(command, asked, "rejected", broken_rule, writes), None
         outcome = Outcome(
             status="accepted",
             command_id=command.command_id,
@@ -134,7 +214,7 @@ class CommandHandler:
             version=events[-1].version,
             events=tuple(event.event_type for event in events),
         )
-        self._store.append(
+        writes.append(
             command.order_id,
             order.version,
             events,
@@ -142,10 +222,11 @@ class CommandHandler:
             outcome=outcome,
             fingerprint=asked,
         )
-        self._snapshot_if_due(fold(order, events), previous_version=order.version)
-        return outcome
+        return outcome, fold(order, events)
 
-    def _finish(self, command: Command, asked: str, status: str, error: Exception) -> Outcome:
+    def _finish(
+        self, command: Command, asked: str, status: str, error: Exception, writes: Writes
+    ) -> Outcome:
         outcome = Outcome(
             status="rejected" if status == "rejected" else "failed",
             command_id=command.command_id,
@@ -153,27 +234,27 @@ class CommandHandler:
             error=type(error).__name__,
             message=str(error),
         )
-        return self._record(command, asked, outcome)
+        return self._record(command, asked, outcome, writes)
 
-    def _record(self, command: Command, asked: str, outcome: Outcome) -> Outcome:
-        recorded = self._store.record_outcome(command.command_type, outcome, asked)
+    def _record(self, command: Command, asked: str, outcome: Outcome, writes: Writes) -> Outcome:
+        recorded = writes.record_outcome(command.command_type, outcome, asked)
         if recorded == outcome:
             return recorded
         # Another outcome was recorded first, maybe for another command with this id.
-        return self._recorded(command, asked)
+        return self._recorded(command, asked, writes)
 
-    def _recorded(self, command: Command, asked: str) -> Outcome:
-        stream = self._store.load_stream(
+    def _recorded(self, command: Command, asked: str, writes: Writes) -> Outcome:
+        stream = writes.load_stream(
             command.order_id, snapshot_schema=SNAPSHOT_SCHEMA_VERSION, command_id=command.command_id
         )
         if stream.recorded is None:  # pragma: no cover - the store just said it exists
             raise RuntimeError(f"command {command.command_id} vanished from the command log")
         return _answer(command, asked, stream)
 
-    def _snapshot_if_due(self, order: Order, previous_version: int) -> None:
+    def _snapshot_if_due(self, order: Order, previous_version: int, writes: Writes) -> None:
         every = self._snapshot_every
         if every and order.version // every > previous_version // every:
-            self._store.save_snapshot(take_snapshot(order))
+            writes.save_snapshot(take_snapshot(order))
 
 
 def _answer(command: Command, asked: str, stream: StreamState) -> Outcome:

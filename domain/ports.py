@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +22,41 @@ class StreamState:
     snapshot: Snapshot | None
     events: list[Event]
     recorded_fingerprint: str | None = None
+
+
+class Writes(Protocol):
+    """What deciding a command writes through: the store itself (one transaction per
+    write), or a batch (``EventStore.write_batch``: one transaction for many)."""
+
+    def load_stream(
+        self, aggregate_id: str, *, snapshot_schema: int, command_id: str | None = None
+    ) -> StreamState: ...
+
+    def append(
+        self,
+        aggregate_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        *,
+        command_type: str | None = None,
+        outcome: Outcome | None = None,
+        fingerprint: str | None = None,
+    ) -> int: ...
+
+    def record_outcome(
+        self, command_type: str, outcome: Outcome, fingerprint: str | None = None
+    ) -> Outcome: ...
+
+    def save_snapshot(self, snapshot: Snapshot) -> None: ...
+
+
+class BatchWriter(Writes, Protocol):
+    """The writes of one transaction (``EventStore.write_batch``). Each ``append``,
+    ``record_outcome`` and ``save_snapshot`` behaves as the store's own, but under a
+    savepoint of its own: one that raises (``VersionConflict``, ``DuplicateCommand``)
+    leaves nothing behind and the others' writes in place. ``load_stream`` reads what
+    is committed plus this transaction's own writes. Nothing is visible to others, and
+    nothing is durable, until the batch commits."""
 
 
 class EventStore(Protocol):
@@ -58,4 +94,16 @@ class EventStore(Protocol):
     ) -> Outcome:
         """Record the outcome of a command that appended nothing; returns what is recorded
         (an earlier outcome of the same command id wins)."""
+        ...
+
+    def load_streams(
+        self, wanted: Sequence[tuple[str, str | None]], *, snapshot_schema: int
+    ) -> list[StreamState]:
+        """``load_stream`` for each (aggregate id, command id) pair, in order, read at
+        once (one statement on PostgreSQL, so from one snapshot of the database)."""
+        ...
+
+    def write_batch(self) -> AbstractContextManager[BatchWriter]:
+        """One write transaction: committed when the block ends, rolled back (nothing
+        written) when it raises."""
         ...

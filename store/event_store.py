@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, func, select
@@ -20,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from commands import Outcome
 from domain.errors import DuplicateCommand, VersionConflict
 from domain.events import AGGREGATE_TYPE, Event
-from domain.ports import StreamState
+from domain.ports import BatchWriter, StreamState
 from domain.snapshots import Snapshot
 from store.backend import WRITE, Backend
 from store.codec import EVENT_COLUMNS, decode, event_to_row, stored_from_row
@@ -57,6 +58,14 @@ class SqlEventStore(ABC):
         outcome: Outcome | None = None,
         fingerprint: str | None = None,
     ) -> int: ...
+
+    @abstractmethod
+    def load_streams(
+        self, wanted: Sequence[tuple[str, str | None]], *, snapshot_schema: int
+    ) -> list[StreamState]: ...
+
+    @abstractmethod
+    def write_batch(self) -> AbstractContextManager[BatchWriter]: ...
 
     # -- reading -----------------------------------------------------------------------
 
@@ -135,18 +144,33 @@ class SqlEventStore(ABC):
         fingerprint: str | None,
     ) -> int:
         """``append`` in Core statements, in one write transaction."""
-        rows = [event_to_row(event) for event in batch]
         try:
             with self._writer.begin() as conn:
-                if outcome is not None:
-                    self._record(conn, command_type or "", outcome, fingerprint)
-                actual = self._version(conn, aggregate_id)
-                if actual != expected_version:
-                    raise VersionConflict(self._stream(aggregate_id), expected_version, actual)
-                if rows:
-                    conn.execute(events.insert(), rows)
+                return self._append_on(
+                    conn, aggregate_id, expected_version, batch, command_type, outcome, fingerprint
+                )
         except IntegrityError as violation:
             raise self._conflict_or(violation, aggregate_id, expected_version) from violation
+
+    def _append_on(
+        self,
+        conn: Connection,
+        aggregate_id: str,
+        expected_version: int,
+        batch: Sequence[Event],
+        command_type: str | None,
+        outcome: Outcome | None,
+        fingerprint: str | None,
+    ) -> int:
+        """``append``'s statements, in ``conn``'s transaction (the caller's to end)."""
+        rows = [event_to_row(event) for event in batch]
+        if outcome is not None:
+            self._record(conn, command_type or "", outcome, fingerprint)
+        actual = self._version(conn, aggregate_id)
+        if actual != expected_version:
+            raise VersionConflict(self._stream(aggregate_id), expected_version, actual)
+        if rows:
+            conn.execute(events.insert(), rows)
         return expected_version + len(rows)
 
     def _conflict_or(
@@ -187,6 +211,10 @@ class SqlEventStore(ABC):
             )
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
+        with self._writer.begin() as conn:
+            self._save_snapshot(conn, snapshot)
+
+    def _save_snapshot(self, conn: Connection, snapshot: Snapshot) -> None:
         row = {
             "aggregate_type": self._aggregate_type,
             "aggregate_id": snapshot.aggregate_id,
@@ -195,18 +223,17 @@ class SqlEventStore(ABC):
             "state": snapshot.state,
             "taken_at": datetime.now(UTC),
         }
-        with self._writer.begin() as conn:
-            stmt = self._backend.upsert(snapshots).values(row)
-            # Only ever move a snapshot forward: a slow writer must not replace a newer one.
-            newer = stmt.excluded.version > snapshots.c.version
-            update = {key: stmt.excluded[key] for key in ("version", "schema_version", "state")}
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["aggregate_type", "aggregate_id"],
-                    set_={**update, "taken_at": stmt.excluded.taken_at},
-                    where=newer,
-                )
+        stmt = self._backend.upsert(snapshots).values(row)
+        # Only ever move a snapshot forward: a slow writer must not replace a newer one.
+        newer = stmt.excluded.version > snapshots.c.version
+        update = {key: stmt.excluded[key] for key in ("version", "schema_version", "state")}
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["aggregate_type", "aggregate_id"],
+                set_={**update, "taken_at": stmt.excluded.taken_at},
+                where=newer,
             )
+        )
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from bootstrap import Settings
-from workers import tasks
+from workers import batch, tasks
 from workers.celery_config import celery_config
 from workers.readiness import DatabaseReady
 from workers.runtime import ProcessServices
@@ -23,6 +23,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     # check find this process's services here.
     app.orders_services = ProcessServices(settings)
     tasks.register(app)
+    # `celery -A workers.app worker --batch N` (or `orders worker --batch N`): commands
+    # decided N at a time, one transaction each (workers/batch.py).
+    batch.install(app)
     # Before it takes anything: a worker that cannot serve exits instead of failing
     # every command (workers/readiness.py).
     app.steps["worker"].add(DatabaseReady)

@@ -9,7 +9,8 @@ bookkeeping cost as much as the database did.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from domain.upcasting import StoredEvent
 from store.backend import Backend
 from store.codec import as_utc, decode, event_to_row
 from store.event_store import VERSION_CONSTRAINT, SqlEventStore, check_stream
+from store.postgres.batch import PostgresBatch, read_streams
 from store.postgres.driver import driver_connections
 from store.postgres.statements import (
     EVENT,
@@ -86,14 +88,7 @@ class PostgresEventStore(SqlEventStore):
             )
         params = self._append_params(aggregate_id, expected_version, events)
         if outcome is not None:
-            params.update(
-                command_id=outcome.command_id,
-                command_type=command_type or "",
-                status=outcome.status,
-                outcome=json.dumps(outcome.to_dict()),
-                command_recorded_at=datetime.now(UTC),
-                fingerprint=fingerprint,
-            )
+            params.update(self._command_params(command_type, outcome, fingerprint))
         statement = append_statement(len(events), outcome is not None)
         try:
             [(recorded, known, actual, _)] = statement.run(self._connections, params)
@@ -107,6 +102,29 @@ class PostgresEventStore(SqlEventStore):
             # Another delivery recorded it between this statement's snapshot and its insert.
             raise DuplicateCommand(outcome.command_id)
         return expected_version + len(events)
+
+    def load_streams(
+        self, wanted: Sequence[tuple[str, str | None]], *, snapshot_schema: int
+    ) -> list[StreamState]:
+        with self._reader.connect() as conn:
+            return read_streams(conn, wanted, self._aggregate_type, snapshot_schema)
+
+    @contextmanager
+    def write_batch(self) -> Iterator[PostgresBatch]:
+        with self._writer.begin() as conn:
+            yield PostgresBatch(self, conn)
+
+    def _command_params(
+        self, command_type: str | None, outcome: Outcome, fingerprint: str | None
+    ) -> dict[str, Any]:
+        return {
+            "command_id": outcome.command_id,
+            "command_type": command_type or "",
+            "status": outcome.status,
+            "outcome": json.dumps(outcome.to_dict()),
+            "command_recorded_at": datetime.now(UTC),
+            "fingerprint": fingerprint,
+        }
 
     def _append_params(
         self, aggregate_id: str, expected_version: int, events: Sequence[Event]

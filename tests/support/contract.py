@@ -415,3 +415,145 @@ class EventStoreContract:
         assert stored_counts() == before
         assert store.load("order-010") == []
         assert store.find_outcome(paid.command_id) == handler.handle(paid)  # still the first's
+
+    # -- batches: many streams read at once, many writes in one transaction --------------
+
+    def test_load_streams_reads_as_load_stream_does_for_each_pair(
+        self, store: ContractStore
+    ) -> None:
+        command_id = new_id()
+        store.append(
+            ORDER,
+            0,
+            [created(ORDER), item_added(ORDER, 2)],
+            command_type="CreateOrder",
+            outcome=accepted(command_id, 2, "OrderCreated", "ItemAdded"),
+            fingerprint="f" * 64,
+        )
+        store.append("order-002", 0, [created("order-002")])
+        store.save_snapshot(Snapshot("order-002", 1, 1, {"at": 1}))
+        wanted: list[tuple[str, str | None]] = [
+            ("order-002", None),
+            (ORDER, command_id),
+            (ORDER, new_id()),
+            ("order-003", command_id),
+            (ORDER, None),
+        ]
+
+        loaded = store.load_streams(wanted, snapshot_schema=1)
+
+        one_by_one = [
+            store.load_stream(aggregate_id, snapshot_schema=1, command_id=command)
+            for aggregate_id, command in wanted
+        ]
+        assert loaded == one_by_one
+        assert loaded[1].recorded == accepted(command_id, 2, "OrderCreated", "ItemAdded")
+        assert loaded[1].recorded_fingerprint == "f" * 64
+        assert loaded[0].snapshot is not None and loaded[0].events == []
+        assert store.load_streams([], snapshot_schema=1) == []
+
+    def test_a_batch_commits_all_its_writes_and_reads_its_own(self, store: ContractStore) -> None:
+        first, second, rejected = new_id(), new_id(), new_id()
+        refusal = Outcome(status="rejected", command_id=rejected, order_id=ORDER, error="X")
+
+        with store.write_batch() as batch:
+            assert (
+                batch.append(ORDER, 0, [created(ORDER)], outcome=accepted(first, 1, "OrderCreated"))
+                == 1
+            )
+            assert (
+                batch.append(
+                    ORDER, 1, [item_added(ORDER, 2)], outcome=accepted(second, 2, "ItemAdded")
+                )
+                == 2
+            )
+            assert batch.record_outcome("PayOrder", refusal, "r" * 64) == refusal
+            batch.save_snapshot(Snapshot(ORDER, 2, 1, {"at": 2}))
+            seen = batch.load_stream(ORDER, snapshot_schema=1, command_id=second)
+            assert seen.recorded == accepted(second, 2, "ItemAdded")
+            assert seen.snapshot == Snapshot(ORDER, 2, 1, {"at": 2})
+
+        assert [e.version for e in store.load(ORDER)] == [1, 2]
+        assert store.find_outcome(first) == accepted(first, 1, "OrderCreated")
+        assert store.find_outcome(rejected) == refusal
+        assert store.load_snapshot(ORDER) == Snapshot(ORDER, 2, 1, {"at": 2})
+
+    def test_a_batch_that_raises_writes_nothing(
+        self, store: ContractStore, stored_counts: Counts
+    ) -> None:
+        store.append(ORDER, 0, [created(ORDER)])
+        before = stored_counts()
+        command_id = new_id()
+
+        with pytest.raises(RuntimeError, match="mid-batch"), store.write_batch() as batch:
+            batch.append(
+                ORDER, 1, [item_added(ORDER, 2)], outcome=accepted(command_id, 2, "ItemAdded")
+            )
+            batch.save_snapshot(Snapshot(ORDER, 2, 1, {"at": 2}))
+            raise RuntimeError("mid-batch")
+
+        assert stored_counts() == before
+        assert store.find_outcome(command_id) is None
+        assert [e.version for e in store.load(ORDER)] == [1]
+
+    def test_a_refused_write_in_a_batch_touches_only_itself(
+        self, store: ContractStore, stored_counts: Counts
+    ) -> None:
+        known = new_id()
+        store.append(ORDER, 0, [created(ORDER)], outcome=accepted(known, 1, "OrderCreated"))
+        before = stored_counts()
+        kept, stale, again, later = new_id(), new_id(), new_id(), new_id()
+        earlier = Outcome(status="rejected", command_id=known, order_id=ORDER, error="Late")
+
+        with store.write_batch() as batch:
+            batch.append(ORDER, 1, [item_added(ORDER, 2)], outcome=accepted(kept, 2, "ItemAdded"))
+            with pytest.raises(VersionConflict) as conflict:
+                batch.append(
+                    ORDER, 1, [item_added(ORDER, 2, item_id="x")], outcome=accepted(stale, 2)
+                )
+            with pytest.raises(DuplicateCommand):
+                batch.append(ORDER, 2, [item_added(ORDER, 3)], outcome=accepted(known, 3))
+            with pytest.raises(DuplicateCommand):  # twice in one batch: the second is a duplicate
+                batch.append(ORDER, 2, [item_added(ORDER, 3)], outcome=accepted(kept, 3))
+            assert batch.record_outcome("PayOrder", earlier) == accepted(known, 1, "OrderCreated")
+            batch.append("order-002", 0, [created("order-002")], outcome=accepted(later, 1))
+            assert batch.record_outcome("PayOrder", Outcome(status="rejected", command_id=again))
+
+        assert (conflict.value.expected, conflict.value.actual) == (1, 2)
+        assert [e.version for e in store.load(ORDER)] == [1, 2]
+        assert [e.version for e in store.load("order-002")] == [1]
+        assert store.find_outcome(stale) is None
+        assert store.find_outcome(kept) == accepted(kept, 2, "ItemAdded")
+        assert store.find_outcome(known) == accepted(known, 1, "OrderCreated")
+        counts = stored_counts()
+        assert counts["events"] == before["events"] + 2
+        assert counts["command_log"] == before["command_log"] + 3
+
+    def test_handle_many_decides_in_order_and_records_each_outcome(
+        self, store: ContractStore, stored_counts: Counts
+    ) -> None:
+        handler = CommandHandler(store, snapshot_every=2)
+        commands = walkthrough_commands()
+        pay_again = PayOrder(ORDER, payment_method="cash")
+        elsewhere = PayOrder("order-404", payment_method="cash")
+        batch = [*commands, pay_again, elsewhere, commands[1]]  # the last: a redelivery
+
+        outcomes = handler.handle_many(batch)
+
+        assert [(o.status, o.version, o.error) for o in outcomes] == [
+            ("accepted", 1, None),
+            ("accepted", 2, None),
+            ("accepted", 3, None),
+            ("accepted", 4, None),
+            ("rejected", None, "OrderAlreadyPaid"),
+            ("rejected", None, "OrderNotFound"),
+            ("accepted", 2, None),
+        ]
+        for command, outcome in zip(batch, outcomes, strict=True):
+            assert store.find_outcome(command.command_id) == outcome
+        assert str(load_order(store, ORDER)) == WALKTHROUGH
+        snapshot = store.load_snapshot(ORDER)
+        assert snapshot is not None and snapshot.version == 4
+        before = stored_counts()
+        assert handler.handle_many(batch) == outcomes  # all redelivered: answered, nothing written
+        assert stored_counts() == before

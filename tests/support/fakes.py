@@ -13,10 +13,11 @@ them it keeps what it is given in its stored form, and decodes it on every read:
   version, as the SQL stores do), then ``VersionConflict`` when the stream is not at
   ``expected_version``; it writes all events and the outcome together, or nothing;
 - ``record_outcome`` returns the earlier outcome when the command id is recorded;
-- snapshots only move forward.
+- snapshots only move forward;
+- ``write_batch`` undoes the block's writes when it raises.
 
 It also counts what the handler asks of it (``append_calls``, ``load_calls``,
-``saved_snapshots``), so tests can say "nothing was appended" or "the stream was read
+``saved_snapshots``, ``load_streams_calls``, ``write_batches``), so tests can say "nothing was appended" or "the stream was read
 from the snapshot's version"; ``streams``, ``outcomes``, ``command_types`` and
 ``snapshots`` are read-only views of what it holds, decoded like a read.
 """
@@ -24,7 +25,8 @@ from the snapshot's version"; ``streams``, ``outcomes``, ``command_types`` and
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -70,6 +72,8 @@ class FakeEventStore:
         self.saved_snapshots: list[Snapshot] = []
         self.load_calls: list[tuple[str, int]] = []
         self.append_calls = 0
+        self.load_streams_calls = 0
+        self.write_batches = 0
 
     # -- reading -----------------------------------------------------------------------
 
@@ -106,6 +110,15 @@ class FakeEventStore:
         events = self.load(aggregate_id, after_version=after)
         return StreamState(recorded, snapshot, events, asked)
 
+    def load_streams(
+        self, wanted: Sequence[tuple[str, str | None]], *, snapshot_schema: int
+    ) -> list[StreamState]:
+        self.load_streams_calls += 1
+        return [
+            self.load_stream(aggregate_id, snapshot_schema=snapshot_schema, command_id=command_id)
+            for aggregate_id, command_id in wanted
+        ]
+
     def stored_counts(self) -> dict[str, int]:
         """What it holds, counted as ``tests.support.store.row_counts`` counts a table's
         rows: events, command log entries, snapshots."""
@@ -139,6 +152,19 @@ class FakeEventStore:
         )
 
     # -- writing -----------------------------------------------------------------------
+
+    @contextmanager
+    def write_batch(self) -> Iterator[FakeEventStore]:
+        """Its own writes, each all or nothing already, undone together if the block
+        raises. (Others see them before the end: a fake has no others.)"""
+        self.write_batches += 1
+        rows = {key: list(stream) for key, stream in self._rows.items()}
+        log, snapshots = dict(self._log), dict(self._snapshots)
+        try:
+            yield self
+        except BaseException:
+            self._rows, self._log, self._snapshots = rows, log, snapshots
+            raise
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         self.saved_snapshots.append(snapshot)

@@ -30,6 +30,7 @@ class WorkerProcess:
         beat: bool = False,
         via: str = "celery",
         loglevel: str = "INFO",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         """``via``: "celery" starts ``celery -A workers.app worker``, "orders" the
         project's console script ``orders worker``; the same worker either way."""
@@ -47,6 +48,7 @@ class WorkerProcess:
             ]
         if beat:
             argv.append("--beat")
+        argv.extend(extra_args)  # e.g. --batch=20
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.process = subprocess.Popen(

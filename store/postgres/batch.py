@@ -1,0 +1,239 @@
+"""Batches on PostgreSQL: many streams read in one statement, many commands written in
+one transaction with one commit (``PostgresEventStore.load_streams`` and ``write_batch``).
+
+Each write of a batch runs under a savepoint of its own, sent in the same round trip as
+the write itself (``RELEASE`` of the previous one, ``SAVEPOINT``, the prepared append):
+a command costs one round trip, and the commit is shared. A write that fails (a unique
+violation from a racing writer, a deadlock between two batches) is rolled back to its
+savepoint and reported as the lost race it is; the batch's other writes stay.
+
+Savepoints that wrote are subtransactions until the commit; past 64 in one transaction
+PostgreSQL's snapshots get slower for everyone (the subxid cache overflows), so batches
+are kept well below that (``workers/batch.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from commands import Outcome
+from domain.errors import DuplicateCommand, VersionConflict
+from domain.events import Event, EventMetadata
+from domain.ports import StreamState
+from domain.snapshots import Snapshot
+from domain.upcasting import StoredEvent
+from store.codec import as_utc, decode
+from store.event_store import check_stream
+from store.postgres.driver import driver_cursor
+from store.postgres.statements import EVENT, OUTCOME, SNAPSHOT, append_statement
+
+if TYPE_CHECKING:
+    from store.postgres.event_store import PostgresEventStore
+
+T = TypeVar("T")
+
+# LOAD_STREAM (store/postgres/statements.py) for many streams and command ids at once,
+# each row keyed by its stream (or, for an outcome, its command id).
+LOAD_STREAMS = """
+    SELECT 0 AS part, command_id AS key, 0 AS version, 0 AS schema_version, '' AS event_type,
+           COALESCE(fingerprint, '') AS event_id, outcome AS data, NULL AS command_id,
+           NULL AS correlation_id, NULL AS causation_id, recorded_at
+      FROM command_log WHERE command_id = ANY(%(command_ids)s::varchar[])
+    UNION ALL
+    SELECT 1, aggregate_id, version, schema_version, '', '', state, NULL, NULL, NULL, taken_at
+      FROM snapshots
+     WHERE aggregate_type = %(aggregate_type)s AND aggregate_id = ANY(%(aggregate_ids)s::varchar[])
+       AND schema_version = %(snapshot_schema)s
+    UNION ALL
+    SELECT 2, e.aggregate_id, e.version, e.schema_version, e.event_type, e.event_id::text,
+           e.data, e.metadata->>'command_id', e.metadata->>'correlation_id',
+           e.metadata->>'causation_id', e.recorded_at
+      FROM events e
+      LEFT JOIN snapshots s
+        ON s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id
+       AND s.schema_version = %(snapshot_schema)s
+     WHERE e.aggregate_type = %(aggregate_type)s
+       AND e.aggregate_id = ANY(%(aggregate_ids)s::varchar[])
+       AND e.version > COALESCE(s.version, 0)
+    ORDER BY part, key, version
+"""
+
+SAVEPOINT = "orders_batch_write"
+RACES = {"40P01", "40001"}  # deadlock_detected, serialization_failure: lost races too
+
+
+def read_streams(
+    conn: Connection,
+    wanted: Sequence[tuple[str, str | None]],
+    aggregate_type: str,
+    snapshot_schema: int,
+) -> list[StreamState]:
+    """``LOAD_STREAMS`` on ``conn``: a ``StreamState`` per (aggregate id, command id)."""
+    aggregate_ids = sorted({aggregate_id for aggregate_id, _ in wanted})
+    command_ids = sorted({command_id for _, command_id in wanted if command_id})
+    params = {
+        "command_ids": command_ids,
+        "aggregate_ids": aggregate_ids,
+        "aggregate_type": aggregate_type,
+        "snapshot_schema": snapshot_schema,
+    }
+    with driver_cursor(conn) as cursor:
+        cursor.execute(LOAD_STREAMS, params)
+        rows = cursor.fetchall()
+    recorded: dict[str, tuple[Outcome, str | None]] = {}
+    snapshots: dict[str, Snapshot] = {}
+    stored: dict[str, list[StoredEvent]] = {aggregate_id: [] for aggregate_id in aggregate_ids}
+    for part, key, version, schema, event_type, event_id, data, command, cause, causer, at in rows:
+        if part == EVENT:
+            metadata = EventMetadata(command, cause, causer)
+            stored[key].append(
+                StoredEvent(event_type, schema, data, version, event_id, as_utc(at), metadata)
+            )
+        elif part == SNAPSHOT:
+            snapshots[key] = Snapshot(key, version, schema, data)
+        elif part == OUTCOME:
+            recorded[key] = (Outcome.from_dict(data), event_id or None)
+    streams = {key: decode(key, events) for key, events in stored.items()}
+    states = []
+    for aggregate_id, command_id in wanted:
+        outcome, asked = recorded.get(command_id or "", (None, None))
+        states.append(
+            StreamState(outcome, snapshots.get(aggregate_id), streams[aggregate_id], asked)
+        )
+    return states
+
+
+class PostgresBatch:
+    """The writes of one ``write_batch`` transaction on ``conn`` (see the module)."""
+
+    def __init__(self, store: PostgresEventStore, conn: Connection) -> None:
+        self._store = store
+        self._conn = conn
+        self._held = False  # a savepoint of the previous write is still open
+
+    def load_stream(
+        self, aggregate_id: str, *, snapshot_schema: int, command_id: str | None = None
+    ) -> StreamState:
+        store = self._store
+        [state] = read_streams(
+            self._conn, [(aggregate_id, command_id)], store._aggregate_type, snapshot_schema
+        )
+        return state
+
+    def append(
+        self,
+        aggregate_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        *,
+        command_type: str | None = None,
+        outcome: Outcome | None = None,
+        fingerprint: str | None = None,
+    ) -> int:
+        check_stream(aggregate_id, expected_version, events)
+        store = self._store
+        if not events:  # only an outcome to record: the Core statements will do
+            return self._in_savepoint(
+                lambda: store._append_on(
+                    self._conn,
+                    aggregate_id,
+                    expected_version,
+                    events,
+                    command_type,
+                    outcome,
+                    fingerprint,
+                ),
+                aggregate_id,
+                expected_version,
+            )
+        params = store._append_params(aggregate_id, expected_version, events)
+        if outcome is not None:
+            params.update(store._command_params(command_type, outcome, fingerprint))
+        statement = append_statement(len(events), outcome is not None)
+        prepared: set[str] = self._conn.connection.info.setdefault("orders_prepared", set())
+        sql = statement._execute
+        if statement.name not in prepared:
+            # PREPARE is not transactional: it stays whatever becomes of this batch.
+            sql = f"{statement._prepare.replace('%', '%%')}; {sql}"
+            prepared.add(statement.name)
+        values = tuple(params[name] for name in statement._names)
+        rows = self._in_savepoint(
+            lambda: self._raw(sql, values), aggregate_id, expected_version, held=True
+        )
+        [(recorded, known, actual, _)] = rows
+        if outcome is not None and known:
+            raise DuplicateCommand(outcome.command_id)
+        if actual != expected_version:
+            raise VersionConflict(store._stream(aggregate_id), expected_version, actual)
+        if outcome is not None and not recorded:
+            raise DuplicateCommand(outcome.command_id)
+        return expected_version + len(events)
+
+    def record_outcome(
+        self, command_type: str, outcome: Outcome, fingerprint: str | None = None
+    ) -> Outcome:
+        store = self._store
+        try:
+            self._in_savepoint(
+                lambda: store._record(self._conn, command_type, outcome, fingerprint),
+                outcome.order_id or "",
+                0,
+            )
+        except DuplicateCommand:
+            recorded = store._logged(self._conn, outcome.command_id)[0]
+            if recorded is not None:
+                return recorded
+        return outcome
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._in_savepoint(
+            lambda: self._store._save_snapshot(self._conn, snapshot), snapshot.aggregate_id, 0
+        )
+
+    def _raw(self, sql: str, values: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """``sql`` in a new savepoint, in one round trip with the savepoint statements."""
+        release = f"RELEASE SAVEPOINT {SAVEPOINT}; " if self._held else ""
+        with driver_cursor(self._conn) as cursor:
+            cursor.execute(f"{release}SAVEPOINT {SAVEPOINT}; {sql}", values)
+            self._held = True
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
+
+    def _in_savepoint(
+        self, write: Callable[[], T], aggregate_id: str, expected_version: int, held: bool = False
+    ) -> T:
+        """``write`` under a savepoint (``held``: ``write`` opens it itself), rolled back
+        to it when ``write`` fails; a lost race comes out as ``VersionConflict``."""
+        if not held:
+            release = f"RELEASE SAVEPOINT {SAVEPOINT}; " if self._held else ""
+            with driver_cursor(self._conn) as cursor:
+                cursor.execute(f"{release}SAVEPOINT {SAVEPOINT}")
+            self._held = True
+        try:
+            return write()
+        except DBAPIError as error:
+            if error.connection_invalidated:
+                raise
+            self._roll_back()
+            if self._is_race(error):
+                actual = self._store._version(self._conn, aggregate_id)
+                stream = self._store._stream(aggregate_id)
+                raise VersionConflict(stream, expected_version, actual) from error
+            raise
+        except (DuplicateCommand, VersionConflict):
+            self._roll_back()
+            raise
+
+    def _roll_back(self) -> None:
+        with driver_cursor(self._conn) as cursor:
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+        self._held = True  # rolled back to, it is still there
+
+    def _is_race(self, error: DBAPIError) -> bool:
+        if isinstance(error, IntegrityError):
+            return self._store._is_version_clash(error)
+        return getattr(error.orig, "pgcode", None) in RACES
