@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.orders_services = ProcessServices(settings)
     tasks.register(app)
     # `celery -A workers.app worker --batch N` (or `orders worker --batch N`): commands
-    # decided N at a time, one transaction each (workers/batch.py).
+    # decided N at a time, one transaction each (workers/batch/).
     batch.install(app)
     # Before it takes anything: a worker that cannot serve exits instead of failing
     # every command (workers/readiness.py).

@@ -9,7 +9,7 @@ savepoint and reported as the lost race it is; the batch's other writes stay.
 
 Savepoints that wrote are subtransactions until the commit; past 64 in one transaction
 PostgreSQL's snapshots get slower for everyone (the subxid cache overflows), so batches
-are kept well below that (``workers/batch.py``).
+are kept well below that (``workers/batch/``).
 """
 
 from __future__ import annotations

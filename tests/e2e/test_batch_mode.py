@@ -1,4 +1,4 @@
-"""Batch mode (``orders worker --batch N``, workers/batch.py) on real Redis, PostgreSQL and
+"""Batch mode (``orders worker --batch N``, workers/batch/) on real Redis, PostgreSQL and
 worker processes: the same promises as the default mode.
 
 - a burst on few orders (so commands race, within a batch and between batches and
