@@ -16,7 +16,7 @@ from domain.decide import Limits
 from domain.handler import CommandHandler, RetryPolicy
 from readmodels.order_history import OrderHistory
 from readmodels.runner import ProjectionRunner
-from readmodels.wake import RerunRequests, WakeDebouncer
+from readmodels.wake import WakeDebouncer
 from store import GlobalLog, SqlEventStore, build_engine, open_event_store, open_global_log
 from store.dead_letters import DeadLetterLog
 
@@ -65,7 +65,6 @@ def bootstrap(settings: Settings | None = None, metrics: NoMetrics | None = None
         reader,
         order_history(store),
         batch_size=settings.projection_batch,
-        reruns=RerunRequests(redis),
     )
     return Services(
         settings,

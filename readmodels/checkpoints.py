@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, Row, delete, func, select
 
 from readmodels.tables import parked_events, projection_checkpoints
 from store import backend
@@ -27,6 +29,20 @@ def read_state(conn: Connection, name: str) -> ProjectionState:
     row = conn.execute(
         select(projection_checkpoints).where(projection_checkpoints.c.name == name)
     ).first()
+    return _state(name, row)
+
+
+_EVERY_STATE = select(projection_checkpoints)
+
+
+def read_states(conn: Connection, names: Iterable[str]) -> dict[str, ProjectionState]:
+    """The states of ``names``, in one statement: the table holds a row per projection,
+    so all of it is read rather than a list of names sent."""
+    rows = {row.name: row for row in conn.execute(_EVERY_STATE)}
+    return {name: _state(name, rows.get(name)) for name in names}
+
+
+def _state(name: str, row: Row[Any] | None) -> ProjectionState:
     if row is None:
         return ProjectionState(name, Checkpoint())
     return ProjectionState(
@@ -59,6 +75,24 @@ def save_state(
     conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_=update))
 
 
+def save_states(conn: Connection, states: Iterable[ProjectionState]) -> None:
+    """``save_state`` for several projections, in one statement (their ``updated_at`` is
+    now, whatever the states say)."""
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "name": state.name,
+            "transaction_id": state.checkpoint.transaction_id,
+            "position": state.checkpoint.position,
+            "stuck": state.stuck,
+            "error": state.error,
+            "updated_at": now,
+        }
+        for state in states
+    ]
+    backend(conn).write_rows(conn, projection_checkpoints, rows)
+
+
 def park(conn: Connection, name: str, recorded: RecordedEvent, error: str) -> None:
     row = {
         "projection": name,
@@ -89,20 +123,40 @@ def parked_count(conn: Connection, name: str) -> int:
 
 def lock_key(name: str) -> int:
     """A stable 64-bit advisory-lock key per projection."""
-    return int.from_bytes(
-        hashlib.sha256(f"projection:{name}".encode()).digest()[:8], "big", signed=True
-    )
+    return _key(f"projection:{name}")
 
 
-def try_lock(conn: Connection, name: str) -> bool:
-    """Take the projection's lock for this transaction, or say it is taken."""
-    return backend(conn).try_lock(conn, lock_key(name))
+RUNS_KEY = "projections:runs"
+"""The lock of the projection runs: one run at a time brings every projection up to date."""
+
+
+def _key(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def try_runs_lock(conn: Connection) -> bool:
+    """Take the runs' lock for this transaction, or say another run (or a rebuild) has it.
+
+    A run of every projection takes one lock, not one per projection: each is a round
+    trip, and a wake-up's run is a handful of round trips in all."""
+    return backend(conn).try_lock(conn, _key(RUNS_KEY))
 
 
 def hold_lock(conn: Connection, name: str) -> None:
-    """Wait for the projection's lock and keep it for this session (a rebuild's)."""
-    backend(conn).hold_lock(conn, lock_key(name))
+    """Wait for the projection's lock and keep it for this session (a rebuild's).
+
+    The runs' lock is held too: runs take that one lock for every projection, so while
+    a rebuild of any projection goes on, every run finds it taken and reports busy (a
+    rebuild is an operator's rare act; runs went on for the other projections before).
+    It is taken first, so that rebuilds of overlapping sets queue instead of
+    deadlocking; a session holds it once per projection, and ``release_lock`` lets go
+    of each."""
+    store = backend(conn)
+    store.hold_lock(conn, _key(RUNS_KEY))
+    store.hold_lock(conn, lock_key(name))
 
 
 def release_lock(conn: Connection, name: str) -> None:
-    backend(conn).release_lock(conn, lock_key(name))
+    store = backend(conn)
+    store.release_lock(conn, lock_key(name))
+    store.release_lock(conn, _key(RUNS_KEY))

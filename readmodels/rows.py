@@ -7,9 +7,11 @@ holds a model in memory, for ``verify`` to compare against the tables.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, Table, tuple_
+from sqlalchemy import BindParameter, Connection, DateTime, Select, Table, bindparam, tuple_
 
 from readmodels.projections.base import Key, Row
 from store import backend
@@ -46,12 +48,16 @@ class TableRows(MemoryRows):
         missing = {key for key in keys if key not in self.rows}
         if not missing:
             return
-        key = tuple_(*self._key_columns)
-        result = self._conn.execute(self._table.select().where(key.in_(list(missing))))
-        for row in result.mappings():
-            # SQLite hands datetimes back naive; projections compare them with events'.
-            found = {key: as_utc(v) if isinstance(v, datetime) else v for key, v in row.items()}
-            self.rows[tuple(found[c.name] for c in self._key_columns)] = found
+        by_keys = _by_keys(self._table)
+        wanted = [key[0] for key in missing] if by_keys.single else list(missing)
+        names, times, key_at = by_keys.names, by_keys.times, by_keys.key_at
+        for values in self._conn.execute(by_keys.statement, {"keys": wanted}).all():
+            found = dict(zip(names, values, strict=True))
+            for name in times:
+                # SQLite hands datetimes back naive; projections compare them with events'.
+                if (moment := found[name]) is not None:
+                    found[name] = as_utc(moment)
+            self.rows[tuple(values[at] for at in key_at)] = found
         for absent in missing - self.rows.keys():
             self.rows[absent] = None
 
@@ -68,6 +74,35 @@ class TableRows(MemoryRows):
             self._conn.execute(self._table.delete().where(key.in_(deleted)))
         write_rows(self._conn, self._table, upserted)
         self._changed.clear()
+
+
+@dataclass(frozen=True)
+class _ByKeys:
+    """Reading a table's rows by key, made once per table: a statement built anew per
+    batch cost more to build than to run, and a row read as a mapping, value by value,
+    more than to fetch."""
+
+    statement: Select[Any]
+    single: bool  # a one-column key, bound as plain values
+    names: tuple[str, ...]  # the statement's columns, in order
+    times: tuple[str, ...]  # those holding datetimes
+    key_at: tuple[int, ...]  # where the key's columns are among them
+
+
+@cache
+def _by_keys(table: Table) -> _ByKeys:
+    columns = list(table.primary_key.columns)
+    keys: BindParameter[Any] = bindparam("keys", expanding=True)
+    single = len(columns) == 1
+    where = columns[0].in_(keys) if single else tuple_(*columns).in_(keys)
+    names = tuple(column.name for column in table.columns)
+    return _ByKeys(
+        table.select().where(where),
+        single,
+        names,
+        tuple(column.name for column in table.columns if isinstance(column.type, DateTime)),
+        tuple(names.index(column.name) for column in columns),
+    )
 
 
 def write_rows(conn: Connection, table: Table, rows: list[Row]) -> None:

@@ -1,32 +1,49 @@
-"""The projection runner: brings each projection up to the head of the global log.
+"""The projection runner: brings the projections up to the head of the global log.
 
-It is generic: for a projection it reads the log after its checkpoint (gap-free, in
-batches), applies the batch, and commits the rows and the new checkpoint in one
-transaction, so a duplicate or late wake-up changes nothing. One runner per projection
-at a time: the others find its lock taken and return at once. An event the projection
-cannot apply is parked and the projection stops, reported as stuck, until ``retry``.
+It is generic. A wake-up runs every projection at once, in rounds of one transaction
+each: it takes the runs' lock, reads every checkpoint in one statement, reads the log
+once (gap-free, a batch at a time) from the lowest of them, decodes each event and folds
+its Order once, and gives each projection the events after its own checkpoint. Each
+applies them to its rows; every projection's rows and checkpoint are committed
+together, so a duplicate or late wake-up changes nothing. One run at a time: another
+finds the lock taken and returns, reporting its projections busy (the wake-up then
+looks again soon). An event a projection cannot apply is parked in the same transaction
+and that projection stops, reported as stuck, until ``retry``; the others go on.
+
+A database error in a shared round (rows the database refuses, say) rolls the round
+back, and each projection of it is then run alone, in transactions of its own, where a
+failure touches only that projection.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from readmodels.batch import apply_batch
-from readmodels.checkpoints import park, read_state, save_state, try_lock, unpark
+from readmodels.batch import Failure, Prepared, apply_prepared, prepare
+from readmodels.checkpoints import (
+    ProjectionState,
+    park,
+    read_state,
+    read_states,
+    save_state,
+    save_states,
+    try_runs_lock,
+    unpark,
+)
 from readmodels.order_history import OrderHistory
 from readmodels.projections import PROJECTIONS
 from readmodels.projections.base import Projection
 from readmodels.rows import TableRows
-from readmodels.wake import RerunRequests
 from store.backend import WRITE
 from store.errors import is_unreachable
-from store.log import GlobalLog, RecordedEvent
+from store.log import Checkpoint, GlobalLog, RecordedEvent
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +71,35 @@ class _RowsRefused(Exception):
         self.error = error
 
 
+@dataclass
+class _Step:
+    """What one round did for one projection: its state (None: there may be more to
+    read), the events it applied, and the event it parked with the reason."""
+
+    state: RunState | None
+    done: Sequence[RecordedEvent] = ()
+    parked: tuple[RecordedEvent, str] | None = None
+
+
+@dataclass
+class _Read:
+    """One read of the log, from ``start``, decoded and folded once for every
+    projection it feeds (``prepared`` stops before the first event that cannot be)."""
+
+    start: Checkpoint
+    batch: list[RecordedEvent]
+    full: bool
+    prepared: list[Prepared] = field(default_factory=list)
+    failure: Failure | None = None
+
+    def covers(self, start: Checkpoint) -> bool:
+        """Whether this read holds everything readable after ``start`` that one of
+        ``start``'s own would return."""
+        if start < self.start:
+            return False
+        return not self.full or start < self.batch[-1].checkpoint
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -62,45 +108,55 @@ class ProjectionRunner:
         history: OrderHistory,
         projections: Mapping[str, Projection] = PROJECTIONS,
         batch_size: int = 500,
-        reruns: RerunRequests | None = None,
     ) -> None:
         self._writer = engine.execution_options(**WRITE)
         self._reader = reader
         self._history = history
         self._projections = projections
         self._batch_size = batch_size
-        self._reruns = reruns or RerunRequests(None)
 
     @property
     def names(self) -> list[str]:
         return list(self._projections)
 
     def run_all(self) -> list[RunResult]:
-        """Run every projection; one that fails does not hold back the others."""
-        results = []
-        for name in self._projections:
+        """Run every projection, together; one that fails does not hold back the others."""
+        names = list(self._projections)
+        applied = dict.fromkeys(names, 0)
+        states: dict[str, RunState] = {}
+        pending = names
+        while pending:
             try:
-                results.append(self.run(name))
+                steps = self._round(pending, self._batch_size)
             except Exception as error:
                 if is_unreachable(error):
                     raise
-                log.exception("projection %s failed; it will be tried again", name)
-                results.append(RunResult(name, 0, "failed"))
-        return results
+                log.warning(
+                    "a shared run of %s failed, each runs alone: %s",
+                    ", ".join(pending),
+                    " ".join(str(error).split())[:300],
+                )
+                for name in pending:
+                    result = self._run_isolated(name)
+                    applied[name] += result.applied
+                    states[name] = result.state
+                break
+            pending = []
+            for name, step in steps.items():
+                applied[name] += len(step.done)
+                if step.state is None:
+                    pending.append(name)
+                else:
+                    states[name] = step.state
+        return [RunResult(name, applied[name], states[name]) for name in names]
 
     def run(self, name: str) -> RunResult:
+        """Run one projection alone (``retry``, and after a shared run failed)."""
         projection = self.projection(name)
-        self._reruns.request(name)
-        applied, limit, holding = 0, self._batch_size, False
+        applied, limit = 0, self._batch_size
         while True:
             try:
-                state, done = self._run_batch(projection, limit, first=not holding)
-                holding = True
-                applied += len(done)
-                if done and log.isEnabledFor(logging.DEBUG):
-                    _log_applied(name, done)
-                if state in ("caught_up", "held_back") and self._reruns.take(name):
-                    continue  # another run asked while this one held the lock
+                step = self._round([name], limit)[name]
             except _RowsRefused as refused:
                 if limit > 1:
                     # Some event in the batch made rows the database refuses: go one
@@ -109,8 +165,18 @@ class ProjectionRunner:
                     continue
                 self._park_refused(projection, refused)
                 return RunResult(name, applied, "stuck")
-            if state is not None:
-                return RunResult(name, applied, state)
+            applied += len(step.done)
+            if step.state is not None:
+                return RunResult(name, applied, step.state)
+
+    def _run_isolated(self, name: str) -> RunResult:
+        try:
+            return self.run(name)
+        except Exception as error:
+            if is_unreachable(error):
+                raise
+            log.exception("projection %s failed; it will be tried again", name)
+            return RunResult(name, 0, "failed")
 
     def retry(self, name: str) -> RunResult:
         """Take the projection's parked events back and run it again from its checkpoint."""
@@ -125,46 +191,85 @@ class ProjectionRunner:
         except KeyError:
             raise UnknownProjection(name, self._projections) from None
 
-    def _run_batch(
-        self, projection: Projection, limit: int, *, first: bool
-    ) -> tuple[RunState | None, list[RecordedEvent]]:
-        """One transaction: lock, read, apply, write, move the checkpoint. Returns the
-        state (None: there may be more) and the events it applied."""
-        name = projection.name
+    def _round(self, names: Sequence[str], limit: int) -> dict[str, _Step]:
+        """One transaction for ``names``: lock, read the checkpoints, read the log once
+        (up to ``limit`` events), apply, write the rows, move the checkpoints."""
         with self._writer.begin() as conn:
-            if not try_lock(conn, name):
-                return "busy", []
-            if first:
-                self._reruns.clear(name)  # this run reads everything committed from now on
-            state = read_state(conn, name)
-            if state.stuck:
-                return "stuck", []
-            batch = self._reader.read_in(conn, state.checkpoint, limit)
-            if not batch:
-                # Nothing readable; committed events behind an older open transaction
-                # are held back, and whoever woke us should look again soon.
-                held = self._reader.holds_back(conn, state.checkpoint)
-                return ("held_back" if held else "caught_up"), []
-            rows = TableRows(conn, projection.table)
-            applied, failure = apply_batch(projection, batch, self._history, rows)
-            try:
-                rows.flush()
-            except (DataError, IntegrityError) as refused:
-                raise _RowsRefused(batch[0], refused) from refused
-            checkpoint = batch[applied - 1].checkpoint if applied else state.checkpoint
-            if failure is None:
-                save_state(conn, name, checkpoint)
-                if len(batch) < limit:
-                    # Everything readable was read: say so now rather than in another
-                    # transaction that would find nothing (a third of a wake-up's work).
-                    held = self._reader.holds_back(conn, checkpoint)
-                    return ("held_back" if held else "caught_up"), batch[:applied]
-                return None, batch[:applied]
-            reason = failure.describe()
-            park(conn, name, failure.recorded, reason)
-            save_state(conn, name, checkpoint, stuck=True, error=reason)
-        _log_parked(name, failure.recorded, reason)
-        return "stuck", batch[:applied]
+            if not try_runs_lock(conn):
+                return {name: _Step("busy") for name in names}
+            states = read_states(conn, names)
+            steps = {name: _Step("stuck") for name in names if states[name].stuck}
+            running = [states[name] for name in names if not states[name].stuck]
+            if running:
+                steps.update(self._apply(conn, running, limit))
+        for name, step in steps.items():
+            if step.done and log.isEnabledFor(logging.DEBUG):
+                _log_applied(name, step.done)
+            if step.parked is not None:
+                _log_parked(name, *step.parked)
+        return {name: steps[name] for name in names}
+
+    def _apply(
+        self, conn: Connection, states: Sequence[ProjectionState], limit: int
+    ) -> dict[str, _Step]:
+        reads: list[_Read] = []
+        for start in sorted({state.checkpoint for state in states}):
+            if not any(read.covers(start) for read in reads):
+                batch = self._reader.read_in(conn, start, limit)
+                read = _Read(start, batch, full=len(batch) >= limit)
+                read.prepared, read.failure = prepare(batch, self._history)
+                reads.append(read)
+        steps: dict[str, _Step] = {}
+        moved: list[ProjectionState] = []
+        ended: dict[str, Checkpoint] = {}
+        for state in states:
+            read = next(read for read in reads if read.covers(state.checkpoint))
+            step, checkpoint = self._apply_one(conn, state, read)
+            steps[state.name] = step
+            if step.parked is not None:
+                error = step.parked[1]
+                moved.append(ProjectionState(state.name, checkpoint, stuck=True, error=error))
+            elif step.done:
+                moved.append(ProjectionState(state.name, checkpoint))
+            if step.state is None and not read.full:
+                ended[state.name] = checkpoint
+        if moved:
+            save_states(conn, moved)
+        # Everything readable was read: held back or caught up, said now rather than in
+        # another transaction that would find nothing. Usually one look for all.
+        held: dict[Checkpoint, bool] = {}
+        for name, checkpoint in ended.items():
+            if checkpoint not in held:
+                held[checkpoint] = self._reader.holds_back(conn, checkpoint)
+            steps[name].state = "held_back" if held[checkpoint] else "caught_up"
+        return steps
+
+    def _apply_one(
+        self, conn: Connection, state: ProjectionState, read: _Read
+    ) -> tuple[_Step, Checkpoint]:
+        """Apply the events of ``read`` after the projection's checkpoint to its rows;
+        park the first it cannot apply. Returns the step and the new checkpoint."""
+        name = state.name
+        projection = self._projections[name]
+        batch = read.batch
+        skip = bisect_right(batch, state.checkpoint, key=lambda recorded: recorded.checkpoint)
+        if skip <= len(read.prepared):
+            prepared, failure = read.prepared[skip:], read.failure
+        else:  # past an event the others could not take: its own events, decoded anew
+            prepared, failure = prepare(batch[skip:], self._history)
+        rows = TableRows(conn, projection.table)
+        applied, failed = apply_prepared(projection, prepared, rows, failure)
+        try:
+            rows.flush()
+        except (DataError, IntegrityError) as refused:
+            raise _RowsRefused(batch[skip], refused) from refused
+        done = batch[skip : skip + applied]
+        checkpoint = done[-1].checkpoint if done else state.checkpoint
+        if failed is None:
+            return _Step(None, done), checkpoint
+        reason = failed.describe()
+        park(conn, name, failed.recorded, reason)
+        return _Step("stuck", done, (failed.recorded, reason)), checkpoint
 
     def _park_refused(self, projection: Projection, refused: _RowsRefused) -> None:
         reason = f"{type(refused.error.orig).__name__}: {refused.error.orig}".strip()
@@ -187,7 +292,7 @@ def _about(name: str, recorded: RecordedEvent) -> dict[str, Any]:
     }
 
 
-def _log_applied(name: str, done: list[RecordedEvent]) -> None:
+def _log_applied(name: str, done: Sequence[RecordedEvent]) -> None:
     for recorded in done:
         log.debug(
             "projection %s applied %s of order %s",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Collection
 from typing import Any, NoReturn
 
 from celery import Celery, Task
@@ -44,6 +45,8 @@ MAX_RETRY_DELAY = 30.0
 REUSED = CommandIdReused.__name__
 HELD_BACK_RETRY_DELAY = 0.25
 HELD_BACK_LOOKS = 40
+LOOKING_FOR = HELD_BACK_RETRY_DELAY * HELD_BACK_LOOKS
+"""Seconds a wake-up goes on looking again (held back, busy); the sweep after that."""
 PRUNE = "orders.prune"
 """The retention task (beat sends it daily when ORDERS_RETENTION_DAYS is set)."""
 
@@ -114,18 +117,35 @@ def wake_projections(task: OrdersTask, looks: int = 0) -> None:
             raise
         # The sweep would catch up too; retrying keeps the models fresh sooner.
         raise task.retry(exc=error, countdown=1.0, max_retries=5) from error
-    held_back = any(result.state == "held_back" for result in results)
-    if held_back and looks < HELD_BACK_LOOKS and services.debouncer.claim():
-        # Committed events wait behind an older transaction still open. Under load that is
-        # another command, whose own wake-up is on its way; only when none is pending
-        # does this one schedule another look, so looks never pile up behind wake-ups.
+    states = {result.state for result in results}
+    delay = _look_again_in(services, states)
+    if (
+        states & {"held_back", "busy"}
+        and looks * delay < LOOKING_FOR
+        and services.debouncer.claim()
+    ):
+        # Held back: committed events wait behind an older transaction still open. Busy:
+        # another run (or a rebuild) has the lock, and may have read the log before the
+        # commits that sent this wake-up. Under load a wake-up is on its way anyway; only
+        # when none is pending does this one schedule another look, so looks never pile
+        # up behind wake-ups.
         task.app.send_task(
             WAKE_PROJECTIONS,
             kwargs={"looks": looks + 1},
             queue=PROJECTIONS_QUEUE,
-            countdown=HELD_BACK_RETRY_DELAY,
+            countdown=delay,
             ignore_result=True,
         )
+
+
+def _look_again_in(services: Services, states: Collection[str]) -> float:
+    """Seconds until another look. Held back behind a command's transaction, the events
+    are readable a moment after it commits, and that commit's own wake-up is this look:
+    half a window. Busy, the run holding the lock ends soon: a window."""
+    window = services.debouncer.window
+    if not window:
+        return HELD_BACK_RETRY_DELAY
+    return window / 2 if "held_back" in states else window
 
 
 def sweep_projections(task: OrdersTask) -> None:
@@ -272,7 +292,11 @@ def _wake_projections(app: Celery, services: Services) -> None:
     if not services.debouncer.claim():
         return  # a wake-up is pending and has not read the log yet: it will see ours
     try:
-        app.send_task(WAKE_PROJECTIONS, queue=PROJECTIONS_QUEUE, ignore_result=True)
+        # Run after the window (readmodels/wake.py): the commits meanwhile join this run.
+        countdown = services.debouncer.window or None
+        app.send_task(
+            WAKE_PROJECTIONS, queue=PROJECTIONS_QUEUE, countdown=countdown, ignore_result=True
+        )
     except Exception:
         log.warning("could not wake the projections; the sweep will catch up", exc_info=True)
 

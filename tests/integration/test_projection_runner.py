@@ -4,6 +4,7 @@ rebuild, verify, parking a poison event, and never skipping a late commit."""
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     delete,
+    event,
     inspect,
     select,
     update,
@@ -28,7 +30,7 @@ import store.postgres.global_log as global_log
 from bootstrap import order_history
 from domain.events import Event, ItemAdded
 from domain.order import Order
-from readmodels.checkpoints import save_state
+from readmodels.checkpoints import hold_lock, release_lock, save_state
 from readmodels.maintenance import Difference, RebuildFailed, rebuild, verify
 from readmodels.projections import PROJECTIONS
 from readmodels.projections.base import Changes, Key, Projection, Rows
@@ -815,3 +817,123 @@ def test_the_largest_order_the_commands_allow_is_projected_exactly(pg: Engine) -
             select(order_summary.c.total).where(order_summary.c.order_id == "big")
         ).scalar_one()
     assert total == Decimal("1000000000000.00")
+
+
+# -- a wake-up is one transaction, one read of the log, one lock --------------------------
+
+
+def test_a_wake_up_runs_every_projection_in_one_transaction_and_one_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = System(engine)
+    system.send(*PHASES[0])
+    system.catch_up()  # (on PostgreSQL, until nothing is held back)
+    new_events = sum(len(o.events) for o in system.send(*PHASES[1]))
+    reads: list[Checkpoint] = []
+    read_in = system.reader.read_in
+
+    def counted(conn: Any, after: Checkpoint, limit: int) -> Any:
+        reads.append(after)
+        return read_in(conn, after, limit)
+
+    monkeypatch.setattr(system.reader, "read_in", counted)
+    commits: list[object] = []
+
+    def committed(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(engine, "commit", committed)
+    try:
+        results = system.runner.run_all()
+    finally:
+        event.remove(engine, "commit", committed)
+
+    if {r.state for r in results} == {"caught_up"}:  # on PostgreSQL: nothing held back
+        assert {r.applied for r in results} == {new_events}
+        assert (len(commits), len(reads)) == (1, 1)
+    system.catch_up()
+    assert verify_all(system) == []
+
+
+def test_projections_at_different_checkpoints_each_get_their_own_events(engine: Engine) -> None:
+    """One read from the lowest checkpoint feeds the others the part after theirs; one far
+    ahead of a batch is read for apart. Small batches make every case happen."""
+    system = System(engine, batch_size=2)
+    system.send(*PHASES[0])
+    system.catch_up(system.new_runner(batch_size=500))
+    system.send(*PHASES[1])
+    system.runner.run("order_lines")  # at the head, the others a phase behind
+    system.runner.run("revenue_daily")
+    system.send(*PHASES[2])
+
+    system.catch_up()
+
+    with engine.connect() as conn:
+        head = system.reader.head(conn)
+    assert {name: s.checkpoint for name, s in system.status().items()} == dict.fromkeys(
+        PROJECTIONS, head
+    )
+    assert verify_all(system) == []
+
+
+def test_rows_refused_in_a_shared_run_park_only_their_projection(
+    engine: Engine, flaky: Flaky
+) -> None:
+    flaky.refused_by_the_database = True
+    system = System(engine, projections={**PROJECTIONS, "flaky": flaky.projection})
+    poison_history(system)
+
+    results = {r.projection: r.state for r in system.catch_up()}
+
+    assert results == {**dict.fromkeys(PROJECTIONS, "caught_up"), "flaky": "stuck"}
+    recorded = log_of(system)
+    poison_at = next(n for n, r in enumerate(recorded) if r.stored.data.get("item_id") == POISON)
+    report = system.status()
+    assert report["flaky"].checkpoint == recorded[poison_at - 1].checkpoint
+    assert all(report[name].lag_events == 0 for name in PROJECTIONS)
+    with engine.connect() as conn:
+        parked = conn.execute(select(parked_events.c.projection, parked_events.c.event_id)).all()
+    assert [tuple(row) for row in parked] == [("flaky", recorded[poison_at].event_id)]
+    assert flaky.rows(engine) == {("o1", "apple"): 1}
+    verified = verify(engine, system.reader, order_history(system.store), PROJECTIONS.values())
+    assert verified == []
+
+
+def test_a_rebuild_holds_every_run_off_until_it_is_done(pg: Engine) -> None:
+    """A run takes one lock for all the projections; a rebuild of any of them holds it
+    too, so a run never writes rows that the rebuild's swap would mix with its own."""
+    system = System(pg)
+    system.send(*PHASES[0])
+    with pg.connect() as rebuilding:
+        for name in ("order_summary", "customer_stats"):  # as rebuild() takes them
+            hold_lock(rebuilding, name)
+        rebuilding.commit()
+        try:
+            assert {(r.state, r.applied) for r in system.runner.run_all()} == {("busy", 0)}
+            assert system.runner.run("order_lines").state == "busy"
+            assert snapshot_tables(pg)["order_summary"] == []
+        finally:
+            for name in ("order_summary", "customer_stats"):
+                release_lock(rebuilding, name)
+            rebuilding.commit()
+
+    assert {r.state for r in system.catch_up()} == {"caught_up"}
+    assert verify_all(system) == []
+
+
+def test_each_applied_event_is_logged_per_projection_with_its_command(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    system = System(engine)
+    system.catch_up()
+    command = create("o-log", "alice", correlation_id="checkout-7")
+    system.send(command)
+
+    with caplog.at_level(logging.DEBUG, logger="readmodels.runner"):
+        system.catch_up()
+
+    lines = [r for r in caplog.records if getattr(r, "order_id", None) == "o-log"]
+    assert sorted(r.__dict__["projection"] for r in lines) == sorted(PROJECTIONS)
+    assert {(r.__dict__["command_id"], r.__dict__["correlation_id"]) for r in lines} == {
+        (command.command_id, "checkout-7")
+    }
