@@ -153,8 +153,13 @@ def test_a_rejected_command_shows_its_reason_in_the_timeline(
     rejected = client.send(PayOrder("order-r", "card")).wait(timeout=30)
     assert rejected.error == "NothingToPay"
 
-    browser.get(site.url + "/orders/order-r")
+    def shown() -> bool:
+        # The order's page exists once the read models have it (a wake-up window after
+        # the commit): a user who came too early reloads.
+        browser.get(site.url + "/orders/order-r")
+        return bool(browser.find_elements(By.CSS_SELECTOR, "#timeline .command.rejected"))
 
+    until(shown, "the order's page shows its rejected command")
     entry = browser.find_element(By.CSS_SELECTOR, "#timeline .command.rejected")
     assert "PayOrder" in entry.text
     assert "NothingToPay" in entry.text
