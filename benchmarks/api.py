@@ -32,6 +32,7 @@ from typing import Any
 import psycopg2
 from sqlalchemy import Connection, event, text
 
+from benchmarks.isolation import child_environment
 from benchmarks.measure import percentile
 from benchmarks.scratch import libpq_dsn
 from readmodels import queries
@@ -124,7 +125,7 @@ def serving(env: dict[str, str]) -> Iterator[int]:
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         # A server process per core, as one would run it.
         [sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", str(cores)],
-        env={**os.environ, **env},
+        env=child_environment(env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -50,6 +50,18 @@ def interleaved_medians(
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
+def interleaved_sample_medians(
+    repeats: int, measures: Sequence[Callable[[], Mapping[str, float]]]
+) -> dict[str, float]:
+    """The same, for measures that each give several figures from one run."""
+    samples: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for measure in measures:
+            for key, value in measure().items():
+                samples.setdefault(key, []).append(value)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
 def percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     if not ordered:

@@ -1,6 +1,8 @@
 """The whole pipeline: enqueue to recorded outcome through Redis and prefork workers,
-beside a no-op task with the same settings and producer; latency and read-model
-freshness at half the measured rate; worker memory after many commands."""
+beside a no-op task with the same settings and producer; the same with the read models
+live (to the last command's events in every read model), with their freshness at full
+load and the projections' CPU per event; latency and read-model freshness at half the
+measured rate; worker memory after many commands."""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, select, text
 
+from benchmarks.isolation import child_environment
 from bootstrap import order_history
 from commands import CreateOrder
 from commands.client import CommandClient
@@ -26,8 +29,10 @@ from readmodels.checkpoints import read_state
 from readmodels.maintenance import status
 from readmodels.projections import PROJECTIONS
 from readmodels.runner import ProjectionRunner
+from readmodels.tables import projection_checkpoints
 from store import open_event_store, open_global_log
 from store.engine import build_engine
+from store.log import Checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +50,7 @@ def worker(
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         argv,
         cwd=ROOT,
-        env={**os.environ, **env},
+        env=child_environment(env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -162,8 +167,10 @@ _PASSED = text(
 )
 
 
-def _watch(engine: Engine, projected_at: dict[str, float], stop: threading.Event) -> None:
-    """Notes when each order's row appears in ``order_summary``, polling every 3 ms.
+def _watch(
+    engine: Engine, projected_at: dict[str, float], stop: threading.Event, every: float = 0.003
+) -> None:
+    """Notes when each order's row appears in ``order_summary``, polling (every 3 ms).
 
     The projection moves its checkpoint in the transaction that writes the rows, so a
     poll reads that one row and, when it moved, the events it passed. Its cost follows
@@ -186,7 +193,7 @@ def _watch(engine: Engine, projected_at: dict[str, float], stop: threading.Event
                     projected_at.setdefault(order_id, now)
                 passed = checkpoint
             conn.rollback()
-            time.sleep(0.003)
+            time.sleep(every)
 
 
 def wait_caught_up(url: str, timeout: float = 300) -> None:
@@ -205,6 +212,147 @@ def wait_caught_up(url: str, timeout: float = 300) -> None:
         raise TimeoutError("the read models did not catch up before the freshness run")
     finally:
         engine.dispose()
+
+
+@dataclass
+class Live:
+    """A throughput run with the read models live: commands per second from the first
+    send until the last command's events are in every read model."""
+
+    cps: float
+    freshness_ms: list[float]  # each command's outcome to its order's row, at full load
+    events: int  # events the run appended (and the projections applied)
+    cpu_seconds: float  # of the processes watched, from the first send to caught up
+
+
+FULL_LOAD_POLL = 0.010
+"""Seconds between the freshness watcher's looks during a live throughput run."""
+
+
+def live_throughput(
+    client: CommandClient,
+    url: str,
+    count: int,
+    cpu_of: subprocess.Popen[str] | None = None,
+) -> Live:
+    """Send ``count`` commands as fast as the producer can; the clock stops when every
+    projection's checkpoint is at or past the last event the commands appended. Start
+    from caught-up read models (``prepare_live``)."""
+    commands = [CreateOrder(f"l-{uuid.uuid4()}", "bench") for _ in range(count)]
+    engine = build_engine(url)
+    reader = open_global_log(engine)
+    projected_at: dict[str, float] = {}
+    stop = threading.Event()
+    try:
+        with engine.connect() as conn:
+            before = reader.head(conn)
+        # Polled every 10 ms, not 3: at full load the producer's process shares the two
+        # cores with the system, and each poll costs it a round trip (the figure's
+        # resolution stays a hundredth of its 1,000 ms target).
+        watcher = threading.Thread(target=_watch, args=(engine, projected_at, stop, FULL_LOAD_POLL))
+        watcher.start()
+        cpu_before = cpu_seconds(cpu_of.pid) if cpu_of else 0.0
+        started = time.perf_counter()
+        try:
+            receipts = [client.send(command) for command in commands]
+            for receipt in receipts:
+                outcome = receipt.wait(timeout=300)
+                assert outcome.accepted, outcome
+            with engine.connect() as conn:
+                head = reader.head(conn)
+            wait_projected(engine, head, every=FULL_LOAD_POLL / 5)
+            elapsed = time.perf_counter() - started
+            cpu = cpu_seconds(cpu_of.pid) - cpu_before if cpu_of else 0.0
+            deadline = time.monotonic() + 10  # the watcher polls every 3 ms
+            while time.monotonic() < deadline and not all(
+                command.order_id in projected_at for command in commands
+            ):
+                time.sleep(0.01)
+        finally:
+            stop.set()
+            watcher.join()
+        with engine.connect() as conn:
+            events = _events_between(conn, before, head)
+    finally:
+        engine.dispose()
+    done_at = {command.command_id: _date_done(client, command.command_id) for command in commands}
+    freshness = [
+        (projected_at[command.order_id] - done_at[command.command_id]) * 1000
+        for command in commands
+        if command.order_id in projected_at
+    ]
+    return Live(count / elapsed, freshness, events, cpu)
+
+
+def prepare_live(client: CommandClient, url: str) -> None:
+    """Workers answering and warmed up, the read models caught up with the whole log
+    (the commands-only runs before left their events unprojected)."""
+    wait_ready(client)
+    throughput(client, 100)
+    wait_caught_up(url)
+
+
+def wait_projected(
+    engine: Engine, head: Checkpoint, *, every: float = 0.002, timeout: float = 300
+) -> None:
+    """Until every projection's checkpoint is at or past ``head``."""
+    names = set(PROJECTIONS)
+    query = select(
+        projection_checkpoints.c.name,
+        projection_checkpoints.c.transaction_id,
+        projection_checkpoints.c.position,
+    )
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while True:
+            rows = conn.execute(query).all()
+            conn.rollback()
+            done = {row.name for row in rows if Checkpoint(*row[1:]) >= head}
+            if names <= done:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read models not caught up: {sorted(names - done)}")
+            time.sleep(every)
+
+
+_BETWEEN = text(
+    """
+    SELECT count(*) FROM events
+    WHERE (transaction_id, position) > (CAST(:after_txid AS xid8), :after_position)
+      AND (transaction_id, position) <= (CAST(:upto_txid AS xid8), :upto_position)
+    """
+)
+
+
+def _events_between(conn: Connection, after: Checkpoint, upto: Checkpoint) -> int:
+    bounds = {
+        "after_txid": str(after.transaction_id),
+        "after_position": after.position,
+        "upto_txid": str(upto.transaction_id),
+        "upto_position": upto.position,
+    }
+    return int(conn.execute(_BETWEEN, bounds).scalar_one())
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a worker and its pool processes (and of pool processes
+    that have exited and been reaped), from /proc."""
+    total = 0.0
+    for index, each in enumerate([pid, *_children(pid)]):
+        try:
+            stat = Path(f"/proc/{each}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        # utime, stime, cutime, cstime: fields 14-17 of proc(5), 11-14 after the name.
+        used = int(fields[11]) + int(fields[12])
+        if index == 0:
+            used += int(fields[13]) + int(fields[14])
+        total += used / _TICKS
+    return total
 
 
 def rss_mb(process: subprocess.Popen[str]) -> float:

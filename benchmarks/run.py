@@ -12,13 +12,18 @@ from functools import partial
 from pathlib import Path
 
 import click
+from sqlalchemy.engine import make_url
 
 from benchmarks import api, handler, peer, pipeline, replay, scaling
+from benchmarks.isolation import check_database_name, redis_database, scratch_redis
 from benchmarks.machine import describe, machine
-from benchmarks.measure import interleaved_medians, percentile
+from benchmarks.measure import interleaved_medians, interleaved_sample_medians, percentile
 from benchmarks.scratch import scratch_database
 from bootstrap import Settings
 from commands.client import CommandClient
+from commands.transport import COMMANDS_QUEUE, PROJECTIONS_QUEUE
+
+BOTH_QUEUES = f"{COMMANDS_QUEUE},{PROJECTIONS_QUEUE}"
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,22 @@ ROWS: list[tuple[str, str, str | None, str]] = [
     ("raw_task_tps", "raw psycopg2 task, same pipeline (cmd/s)", "noop_tps", ""),
     ("e2e_cps", "enqueue to outcome (cmd/s)", "noop_tps", ">= 0.7 x no-op"),
     ("e2e_cps", "  the same, beside the raw psycopg2 task", "raw_task_tps", ""),
+    ("e2e_live_cps", "enqueue to every read model (cmd/s)", "noop_tps", ">= 0.7 x no-op"),
+    ("e2e_split_cps", "  the same, commands + projections workers", "noop_tps", ""),
     ("e2e_p50_ms", "latency p50 at half rate (ms)", None, ""),
     ("e2e_p99_ms", "latency p99 at half rate (ms)", None, ""),
     ("fresh_p50_ms", "accepted to read model p50 (ms)", None, ""),
     ("fresh_p99_ms", "accepted to read model p99 (ms)", None, "<= 250"),
+    ("fresh_full_p50_ms", "the same p50 at full load (ms)", None, ""),
+    ("fresh_full_p99_ms", "the same p99 at full load (ms)", None, "<= 1,000"),
     ("rebuild_eps", "rebuild all read models (events/s)", None, ">= 20,000"),
+    ("rebuild_us_per_event", "rebuild, CPU per event (us)", None, ""),
+    (
+        "live_proj_us_per_event",
+        "live projections, CPU per event (us)",
+        "rebuild_us_per_event",
+        "<= 2 x rebuild",
+    ),
     ("replay_ms_10", "load a 10-event order (ms)", None, ""),
     ("replay_ms_1000", "load a 1,000-event order (ms)", "raw_read_ms_1000", "<= 1.5 x raw"),
     ("replay_ms_10000", "load a 10,000-event order (ms)", None, ""),
@@ -101,15 +117,25 @@ def run(
     settings = Settings.from_env()
     if not settings.broker_url.startswith(("redis://", "rediss://")):
         raise click.UsageError("orders bench needs ORDERS_BROKER_URL to be a Redis URL")
+    check_database_name(make_url(settings.database_url).database)
     sizes = Sizes.for_run(quick)
     results: dict[str, float] = {}
-    with scratch_database(settings.database_url) as url:
+    with (
+        scratch_redis(settings.broker_url, settings.result_backend) as bench_redis,
+        scratch_database(settings.database_url) as url,
+    ):
         facts = machine(url)
         echo(describe(facts))
+        echo(
+            f"working in the scratch database {make_url(url).database} and Redis database "
+            f"{redis_database(bench_redis)}, apart from the configured ones"
+        )
+        # Its workers, producer and results on a Redis database of its own: nothing it
+        # enqueues can reach a worker of the configured broker (benchmarks/isolation.py).
         env = {
             "ORDERS_DATABASE_URL": url,
-            "ORDERS_BROKER_URL": settings.broker_url,
-            "ORDERS_RESULT_BACKEND": settings.endpoints.outcome_backend,
+            "ORDERS_BROKER_URL": bench_redis,
+            "ORDERS_RESULT_BACKEND": bench_redis,
         }
         parts: list[tuple[str, Callable[[], dict[str, float]]]] = [
             ("command handler and raw psycopg2", lambda: _handler(url, sizes)),
@@ -161,7 +187,7 @@ def _replay(url: str, sizes: Sizes) -> dict[str, float]:
 def _rebuild(configured_url: str, sizes: Sizes) -> dict[str, float]:
     # A log of exactly that many events: the other parts' events would change the figure.
     with scratch_database(configured_url, "_bench_rebuild") as url:
-        return {"rebuild_eps": replay.rebuild_eps(url, sizes.rebuild_events)}
+        return replay.rebuild_figures(url, sizes.rebuild_events)
 
 
 def _peer(url: str, sizes: Sizes) -> dict[str, float]:
@@ -177,24 +203,55 @@ def _pipeline(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
     results: dict[str, float] = {}
     try:
 
-        def throughput_of(app: str) -> Callable[[], float]:
-            def measure() -> float:
+        def throughput_of(key: str, app: str) -> Callable[[], dict[str, float]]:
+            def measure() -> dict[str, float]:
                 with pipeline.warm_worker(client, app, env, concurrency=2):
-                    return pipeline.throughput(client, sizes.e2e_commands)
+                    return {key: pipeline.throughput(client, sizes.e2e_commands)}
 
             return measure
 
+        def live() -> dict[str, float]:
+            # The default topology, what `orders worker --concurrency 2` runs: both
+            # queues, commands and projection runs sharing the pool.
+            with pipeline.worker("workers.app", env, queues=BOTH_QUEUES, concurrency=2):
+                pipeline.prepare_live(client, url)
+                run = pipeline.live_throughput(client, url, sizes.e2e_commands)
+            return {
+                "e2e_live_cps": run.cps,
+                "fresh_full_p50_ms": percentile(run.freshness_ms, 0.50),
+                "fresh_full_p99_ms": percentile(run.freshness_ms, 0.99),
+            }
+
+        def split() -> dict[str, float]:
+            # Projections in a worker of their own, so that their CPU can be told apart:
+            # its processes' CPU from the first send to caught up, per event applied (to
+            # every read model: one event, five projections).
+            with (
+                pipeline.worker("workers.app", env, queues=COMMANDS_QUEUE, concurrency=2),
+                pipeline.worker(
+                    "workers.app", env, queues=PROJECTIONS_QUEUE, concurrency=1
+                ) as projections,
+            ):
+                pipeline.prepare_live(client, url)
+                run = pipeline.live_throughput(client, url, sizes.e2e_commands, projections)
+            return {
+                "e2e_split_cps": run.cps,
+                "live_proj_us_per_event": run.cpu_seconds / max(run.events, 1) * 1e6,
+            }
+
         # All consume the commands queue, so they take turns a worker at a time. The raw
         # task is the pipeline's limit: the database's work and nothing of ours.
-        measures = {
-            "noop_tps": throughput_of("benchmarks.noop_app"),
-            "raw_task_tps": throughput_of("benchmarks.raw_app"),
-            "e2e_cps": throughput_of("workers.app"),
-        }
-        results.update(interleaved_medians(sizes.repeats, measures))
+        measures = [
+            throughput_of("noop_tps", "benchmarks.noop_app"),
+            throughput_of("raw_task_tps", "benchmarks.raw_app"),
+            throughput_of("e2e_cps", "workers.app"),
+            live,
+            split,
+        ]
+        results.update(interleaved_sample_medians(sizes.repeats, measures))
         with (
-            pipeline.worker("workers.app", env, queues="orders.commands", concurrency=2),
-            pipeline.worker("workers.app", env, queues="orders.projections", concurrency=1),
+            pipeline.worker("workers.app", env, queues=COMMANDS_QUEUE, concurrency=2),
+            pipeline.worker("workers.app", env, queues=PROJECTIONS_QUEUE, concurrency=1),
         ):
             pipeline.wait_ready(client)
             # The throughput runs above left thousands of events unprojected (no
@@ -223,9 +280,7 @@ def _memory(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
     client = CommandClient(env["ORDERS_BROKER_URL"], env["ORDERS_RESULT_BACKEND"])
     first, second = sizes.rss_commands
     try:
-        with pipeline.worker(
-            "workers.app", env, queues="orders.commands", concurrency=2
-        ) as process:
+        with pipeline.worker("workers.app", env, queues=COMMANDS_QUEUE, concurrency=2) as process:
             pipeline.wait_ready(client)
             pipeline.throughput(client, first)
             after_first = pipeline.rss_mb(process)
