@@ -174,15 +174,27 @@ class SqlEventStore(ABC):
         return expected_version + len(rows)
 
     def _conflict_or(
-        self, violation: IntegrityError, aggregate_id: str, expected_version: int
+        self,
+        violation: IntegrityError,
+        aggregate_id: str,
+        expected_version: int,
+        conn: Connection | None = None,
     ) -> Exception:
         """The ``VersionConflict`` a unique violation on the stream's version means, or
         the violation itself when it is about anything else (a reused event id: a caller
         bug, not a race to retry)."""
         if not self._is_version_clash(violation):
             return violation
-        # Another writer committed this version first.
-        actual = self.latest_version(aggregate_id)
+        return self._conflict(aggregate_id, expected_version, conn)
+
+    def _conflict(
+        self, aggregate_id: str, expected_version: int, conn: Connection | None = None
+    ) -> VersionConflict:
+        """Another writer has the version first. ``conn``: the transaction that goes on
+        after the failed write (a batch's, whose own writes count); else a new one."""
+        actual = (
+            self.latest_version(aggregate_id) if conn is None else self._version(conn, aggregate_id)
+        )
         return VersionConflict(self._stream(aggregate_id), expected_version, actual)
 
     @abstractmethod

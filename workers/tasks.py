@@ -72,7 +72,7 @@ def _handle_command(task: OrdersTask, args: Any, kwargs: Any) -> dict[str, Any]:
     try:
         if len(args) == 1 and not kwargs:
             out_of_retries = request.retries >= services.settings.db_retries
-            outcome = _decide(services, args[0], request.id, out_of_retries)
+            outcome = decide_message(services, args[0], request.id, out_of_retries)
         else:
             outcome = reject_wrong_arguments(services, args, kwargs, request.id)
             services.metrics.command("unknown", outcome.status, None)
@@ -82,9 +82,9 @@ def _handle_command(task: OrdersTask, args: Any, kwargs: Any) -> dict[str, Any]:
         if not is_unreachable(error):
             raise
         _retry(task, services, error)
-    _observe_end_to_end(services, getattr(request, SENT_AT_HEADER, None))
+    observe_end_to_end(services, getattr(request, SENT_AT_HEADER, None))
     if outcome.accepted:
-        _wake_projections(task.app, services)
+        send_wake_up(task.app, services)
     elif outcome.error == REUSED:
         # The result store keeps the first command's outcome under this id, and Celery
         # never overwrites a SUCCESS: the producer of this other command would read
@@ -202,7 +202,7 @@ def _run_projections(services: Services) -> list[RunResult]:
     return results
 
 
-def _decide(
+def decide_message(
     services: Services, envelope: Any, task_id: str | None, out_of_retries: bool
 ) -> Outcome:
     started = time.perf_counter()
@@ -233,17 +233,17 @@ def _decide(
     seconds = time.perf_counter() - started
     services.metrics.command(command.command_type, outcome.status, seconds)
     bind(status=outcome.status, duration_ms=round(seconds * 1000, 3))
-    log.info("command %s %s", command.command_id, _described(outcome))
+    log.info("command %s %s", command.command_id, described(outcome))
     return outcome
 
 
-def _described(outcome: Outcome) -> str:
+def described(outcome: Outcome) -> str:
     if outcome.accepted:
         return f"accepted at version {outcome.version}"
     return f"{outcome.status}: {outcome.error}"
 
 
-def _observe_end_to_end(services: Services, sent_at: Any) -> None:
+def observe_end_to_end(services: Services, sent_at: Any) -> None:
     """Enqueue to outcome, for producers that say when they sent (``CommandClient``)."""
     if isinstance(sent_at, int | float) and not isinstance(sent_at, bool):
         services.metrics.end_to_end(time.time() - sent_at)
@@ -286,7 +286,7 @@ def _retry(task: OrdersTask, services: Services, error: Exception) -> NoReturn:
     raise task.retry(exc=error, countdown=delay)
 
 
-def _wake_projections(app: Celery, services: Services) -> None:
+def send_wake_up(app: Celery, services: Services) -> None:
     # The events are committed; a lost wake-up only delays the read models until the
     # next one or the periodic sweep, so a broker hiccup here must not fail the command.
     if not services.debouncer.claim():

@@ -220,9 +220,8 @@ class PostgresBatch:
                 raise
             self._roll_back()
             if self._is_race(error):
-                actual = self._store._version(self._conn, aggregate_id)
-                stream = self._store._stream(aggregate_id)
-                raise VersionConflict(stream, expected_version, actual) from error
+                conflict = self._store._conflict(aggregate_id, expected_version, self._conn)
+                raise conflict from error
             raise
         except (DuplicateCommand, VersionConflict):
             self._roll_back()

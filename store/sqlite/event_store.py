@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from commands import Outcome
-from domain.errors import DuplicateCommand, VersionConflict
+from domain.errors import DuplicateCommand
 from domain.events import Event
 from domain.ports import StreamState
 from domain.snapshots import Snapshot
@@ -112,11 +112,8 @@ class SqliteBatch:
                 )
             )
         except IntegrityError as violation:
-            if not store._is_version_clash(violation):
-                raise
-            actual = store._version(self._conn, aggregate_id)
-            stream = store._stream(aggregate_id)
-            raise VersionConflict(stream, expected_version, actual) from violation
+            conflict = store._conflict_or(violation, aggregate_id, expected_version, self._conn)
+            raise conflict from violation
 
     def record_outcome(
         self, command_type: str, outcome: Outcome, fingerprint: str | None = None

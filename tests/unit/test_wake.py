@@ -236,7 +236,7 @@ def test_a_commit_sends_its_wake_up_to_run_after_the_window(fake: fakeredis.Fake
     app = FakeApp()
 
     for _ in range(3):  # a burst: one wake-up, the others join it
-        tasks._wake_projections(app, services)  # type: ignore[arg-type]
+        tasks.send_wake_up(app, services)  # type: ignore[arg-type]
 
     [sent] = app.sent
     assert (sent["name"], sent["queue"], sent["countdown"]) == (
@@ -245,5 +245,5 @@ def test_a_commit_sends_its_wake_up_to_run_after_the_window(fake: fakeredis.Fake
         WAKE_WINDOW,
     )
     embedded = FakeApp()
-    tasks._wake_projections(embedded, SimpleNamespace(debouncer=WakeDebouncer(None)))  # type: ignore[arg-type]
+    tasks.send_wake_up(embedded, SimpleNamespace(debouncer=WakeDebouncer(None)))  # type: ignore[arg-type]
     assert embedded.sent[0]["countdown"] is None

@@ -24,10 +24,10 @@ from workers.poison import reject_wrong_arguments
 from workers.tasks import (
     MAX_RETRY_DELAY,
     REUSED,
-    _decide,
-    _described,
-    _observe_end_to_end,
-    _wake_projections,
+    decide_message,
+    described,
+    observe_end_to_end,
+    send_wake_up,
 )
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,9 @@ def run_batch(items: list[Item]) -> int:
     retried = [item for item in items if item.outcome is None]
     _store_outcomes(task.backend, answered)
     for item in answered:
-        _observe_end_to_end(services, item.sent_at)
+        observe_end_to_end(services, item.sent_at)
     if any(item.outcome is not None and item.outcome.accepted for item in answered):
-        _wake_projections(_APP, services)  # once per batch, after the commit
+        send_wake_up(_APP, services)  # once per batch, after the commit
     if retried:
         _send_again(services, retried)
     log.info(
@@ -91,14 +91,14 @@ def handle_batch(services: Services, items: Sequence[Item]) -> None:
             _alone(item, _wrong_arguments, services, item)
         elif item.retries >= services.settings.db_retries:
             # Out of retries: recorded failed, by the default path.
-            _alone(item, _decide, services, item.args[0], item.task_id, True)
+            _alone(item, decide_message, services, item.args[0], item.task_id, True)
         else:
             try:
                 item.command = decode(item.args[0])
                 batch.append(item)
             except InvalidEnvelope:
                 # Rejected and recorded by the default path, alone (poison is rare).
-                _alone(item, _decide, services, item.args[0], item.task_id, False)
+                _alone(item, decide_message, services, item.args[0], item.task_id, False)
     if batch:
         _decide_batch(services, batch)
     for item in items:
@@ -125,7 +125,7 @@ def _decide_batch(services: Services, batch: list[Item]) -> None:
         # A bug in the batch path: nothing of it was committed. Each command alone.
         log.exception("a batch of %d commands failed; deciding each alone", len(batch))
         for item in batch:
-            _alone(item, _decide, services, item.args[0], item.task_id, False)
+            _alone(item, decide_message, services, item.args[0], item.task_id, False)
         return
     seconds = (time.perf_counter() - started) / len(batch)
     for item, outcome in zip(batch, outcomes, strict=True):
@@ -141,7 +141,7 @@ def _decide_batch(services: Services, batch: list[Item]) -> None:
                 status=outcome.status,
             )
             services.metrics.command(command.command_type, outcome.status, seconds)
-            log.info("command %s %s", command.command_id, _described(outcome))
+            log.info("command %s %s", command.command_id, described(outcome))
 
 
 def _alone(item: Item, decide: Callable[..., Outcome | None], *args: Any) -> None:
