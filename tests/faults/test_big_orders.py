@@ -7,6 +7,7 @@ Order cached per version, each with its lines) and each command took 34 ms, not 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -30,18 +31,21 @@ def test_an_order_stops_at_its_lines_limit_and_the_workers_stay_small(
     worker = start_worker({"ORDERS_MAX_LINES": str(max_lines)}, concurrency=2)
     order = "order-big"
     assert client.send(CreateOrder(order, "customer-1")).wait(timeout=30).accepted
-    receipts = [
-        client.send(AddItem(order, f"item-{index:05d}", 1, Decimal("1.00")))
-        for index in range(max_lines + 5)
+    adds = [
+        AddItem(order, f"item-{index:05d}", 1, Decimal("1.00")) for index in range(max_lines + 5)
     ]
+    receipts = [client.send(command) for command in adds]
     outcomes = [receipt.wait(timeout=120) for receipt in receipts]
 
-    assert [outcome.status for outcome in outcomes[:max_lines]] == ["accepted"] * max_lines
-    assert {(outcome.status, outcome.error) for outcome in outcomes[max_lines:]} == {
-        ("rejected", "TooManyLines")
+    # Two pool processes decide side by side, so the last few decided are not quite the
+    # last few sent: exactly the limit's worth is accepted, every other one refused.
+    assert Counter((outcome.status, outcome.error) for outcome in outcomes) == {
+        ("accepted", None): max_lines,
+        ("rejected", "TooManyLines"): 5,
     }
     # More of an item already there is not a new line.
-    more = client.send(AddItem(order, "item-00000", 2, Decimal("1.00"))).wait(timeout=30)
+    kept = next(add for add, outcome in zip(adds, outcomes, strict=True) if outcome.accepted)
+    more = client.send(AddItem(order, kept.item_id, 2, Decimal("1.00"))).wait(timeout=30)
     assert more.accepted, more
 
     # The read models follow, within a few sweeps' worth of time.
