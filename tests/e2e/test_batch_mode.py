@@ -9,6 +9,10 @@ worker processes: the same promises as the default mode.
 - kill -9 of a batch worker holding commands, then a new one: every command ends with
   exactly one outcome, nothing appended twice;
 - the database stopped mid-burst: batches wait for it, none is failed.
+
+The other faults (time limits, a bug in the batch path, one pool process killed, a warm
+shutdown, the result backend or Redis away, poison in a batch, retries running out) are
+in tests/faults/test_batch_faults.py.
 """
 
 from __future__ import annotations

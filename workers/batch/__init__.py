@@ -19,16 +19,33 @@ by the consumer, when the job returns.
 What can go wrong, and what happens then:
 
 - a lost race, a redelivery, a rejection: that command only (``handle_many``);
+- a message that is not a command: rejected and recorded (command log or dead letters)
+  alone, by the default path; the batch's commands go on;
 - the database unreachable: nothing of the batch was committed, and every command not
   yet answered is sent again with a countdown and its retry count raised, as the default
   path's ``task.retry`` does; past ``ORDERS_DB_RETRIES`` each is recorded failed once the
   database is back. Never a permanent ``failed`` for an outage;
-- a bug in the batch path (anything else raised by ``handle_many``): its transaction is
-  rolled back and each command is decided alone, by the default path;
+- a bug in the batch path (anything else raised by ``handle_many``, say stored events
+  it cannot read): its transaction is rolled back and each command is decided alone, by
+  the default path, which fails only the command that meets the bug;
+- the time limit: ``ORDERS_COMMAND_TIME_LIMIT`` bounds a batch as a whole, as it bounds
+  one command in the default mode (it must stay below the visibility timeout, whatever
+  the batch's size). A batch of several past its soft limit is rolled back and each of
+  its commands sent again at once to be decided in a batch of its own; only a command
+  past the limit alone is recorded failed, as the default path records it
+  (``limits.py``);
+- the result backend away: the outcomes' writes are retried under the backend's retry
+  policy, as the default path's are; past it the job fails, and its messages are
+  requeued unacknowledged: their redelivery is answered from the command log and stores
+  the outcomes;
 - the pool process killed, or the batch past its hard time limit: the messages are
   rejected and requeued (``task_reject_on_worker_lost``); the whole worker killed: they
   are unacknowledged and Redis redelivers them after the visibility timeout. Either way
-  the command log answers whatever had been committed, and nothing is written twice.
+  the command log answers whatever had been committed, and nothing is written twice;
+- a warm shutdown (SIGTERM): the batches in the pool are finished and acknowledged; the
+  messages still buffered in the main process were never started, and go back to the
+  queue when the worker closes its channel (kombu restores what a channel holds
+  unacknowledged), for the next worker.
 
 The worker's side (``consumer.py``: buffer, flush, acknowledge) runs in the worker's main
 process; the pool's side (``pool.py``: decide, commit, answer) in a pool process.

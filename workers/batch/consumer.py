@@ -17,6 +17,7 @@ from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 from kombu.asynchronous.timer import to_timestamp
 
 from commands.transport import HANDLE_COMMAND, SENT_AT_HEADER
+from workers.batch.limits import ALONE_HEADER, batch_limits
 from workers.batch.pool import Item, run_batch, serve
 from workers.tasks import OrdersTask, handle_command
 
@@ -69,9 +70,8 @@ class BatchStrategy:
         self.flush_timer: Any = None
         self.in_flight = 0
         self.slots = max(1, int(getattr(self.pool, "limit", None) or 1))
-        settings = task.services.settings
-        self.time_limit = settings.command_time_limit
-        self.soft_time_limit = max(1, settings.command_time_limit - 10)
+        # One limit per batch, whatever its size (workers/batch/limits.py).
+        self.limits = batch_limits(task.services.settings)
 
     def on_message(
         self, message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **_: Any
@@ -120,6 +120,10 @@ class BatchStrategy:
         self._add(request)
 
     def _add(self, request: Any) -> None:
+        if _alone(request):
+            # Its batch ran out of time: decided in a batch of its own.
+            self._dispatch([request])
+            return
         self.buffer.append(request)
         if len(self.buffer) >= self.task.batch_size:
             self.flush()
@@ -142,34 +146,43 @@ class BatchStrategy:
             self.flush_timer.cancel()
             self.flush_timer = None
         requests, self.buffer = self.buffer, []
-        if not requests:
-            return
+        if requests:
+            self._dispatch(requests)
+
+    def _dispatch(self, requests: list[Any]) -> None:
+        """``requests`` to a pool process as one job; acknowledged when it returns."""
         self.in_flight += 1
         items = [_item(request) for request in requests]
 
         def done(_result: Any) -> None:
             # Committed, answered, and any retries sent: only now are they acknowledged.
-            for request in requests:
-                request.acknowledge()
-                task_ready(request, successful=True)
-            self._finished()
+            # (Whatever happens, the slot is free again: a leaked one would leave lone
+            # commands waiting for company that never comes.)
+            try:
+                for request in requests:
+                    request.acknowledge()
+                    task_ready(request, successful=True)
+            finally:
+                self._finished()
 
         def lost(error: Any) -> None:
             # The pool process died or hit the hard time limit, or the job raised: maybe
             # committed, maybe not. Requeued, the command log answers what was.
             log.error("a batch of %d commands was lost (%r); requeued", len(requests), error)
-            for request in requests:
-                request.reject(requeue=True)
-                task_ready(request)
-            self._finished()
+            try:
+                for request in requests:
+                    request.reject(requeue=True)
+                    task_ready(request)
+            finally:
+                self._finished()
 
         self.pool.apply_async(
             run_batch,
             args=(items,),
             callback=done,
             error_callback=lost,
-            timeout=self.time_limit,
-            soft_timeout=self.soft_time_limit,
+            timeout=self.limits.hard,
+            soft_timeout=self.limits.soft,
         )
 
 
@@ -183,6 +196,10 @@ def _item(request: Any) -> Item:
         retries=int(headers.get("retries") or 0),
         sent_at=headers.get(SENT_AT_HEADER),
     )
+
+
+def _alone(request: Any) -> bool:
+    return bool((request.request_dict or {}).get(ALONE_HEADER))
 
 
 class BatchMode(bootsteps.Step):  # type: ignore[misc]

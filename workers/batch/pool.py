@@ -20,6 +20,7 @@ from commands import Command, Outcome
 from commands.envelope import InvalidEnvelope, decode
 from commands.transport import COMMANDS_QUEUE, HANDLE_COMMAND, SENT_AT_HEADER
 from store.errors import is_unreachable
+from workers.batch.limits import ALONE_HEADER
 from workers.poison import reject_wrong_arguments
 from workers.tasks import (
     MAX_RETRY_DELAY,
@@ -53,6 +54,8 @@ class Item:
     outcome: Outcome | None = None
     command: Command | None = None
     seconds: float = 0.0
+    resend_alone: bool = False
+    """No outcome yet: to be sent again at once, for a batch of its own."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -64,7 +67,8 @@ def run_batch(items: list[Item]) -> int:
     started = time.perf_counter()
     handle_batch(services, items)
     answered = [item for item in items if item.outcome is not None]
-    retried = [item for item in items if item.outcome is None]
+    retried = [item for item in items if item.outcome is None and not item.resend_alone]
+    alone = [item for item in items if item.outcome is None and item.resend_alone]
     _store_outcomes(task.backend, answered)
     for item in answered:
         observe_end_to_end(services, item.sent_at)
@@ -72,11 +76,14 @@ def run_batch(items: list[Item]) -> int:
         send_wake_up(_APP, services)  # once per batch, after the commit
     if retried:
         _send_again(services, retried)
+    if alone:
+        _send_alone(alone)
     log.info(
-        "batch of %d: %d answered, %d to retry, in %.1f ms",
+        "batch of %d: %d answered, %d to retry, %d to decide alone, in %.1f ms",
         len(items),
         len(answered),
         len(retried),
+        len(alone),
         (time.perf_counter() - started) * 1000,
     )
     return len(items)
@@ -112,11 +119,24 @@ def _decide_batch(services: Services, batch: list[Item]) -> None:
     try:
         outcomes = services.handler.handle_many(commands)
     except SoftTimeLimitExceeded as late:
-        # The transaction was rolled back; the default path records each as failed.
-        for item in batch:
-            assert item.command is not None
-            reason = f"the batch ran past its time limit: {late}"
-            _alone(item, services.handler.fail, item.command, type(late).__name__, reason)
+        # The transaction was rolled back (or, had the exception come after the commit,
+        # the command log has every outcome, and a redelivery answers from it).
+        if len(batch) > 1:
+            # The time limit is the batch's; which of its commands was slow is unknown,
+            # and the others must not fail for it. Each is decided again in a batch of
+            # its own, under the whole limit: only a command slow alone is failed.
+            log.warning(
+                "a batch of %d ran past its soft time limit; each is decided alone", len(batch)
+            )
+            for item in batch:
+                item.resend_alone = True
+            return
+        # One command past the limit: recorded failed, as the default path does (it
+        # takes the soft limit for a bug: workers/tasks.py, decide_message).
+        [item] = batch
+        assert item.command is not None
+        reason = f"the command ran past its time limit: {late}"
+        _alone(item, services.handler.fail, item.command, type(late).__name__, reason)
         return
     except Exception as error:
         if is_unreachable(error):
@@ -152,7 +172,7 @@ def _alone(item: Item, decide: Callable[..., Outcome | None], *args: Any) -> Non
             outcome = decide(*args)
         except Exception as error:
             if not is_unreachable(error):
-                raise
+                raise  # the job fails: the whole batch is requeued (consumer.py)
             item.outcome = None
             return
         if outcome is not None:
@@ -175,7 +195,10 @@ def _remember_task_id(services: Services, item: Item) -> None:
 
 def _store_outcomes(backend: Any, items: Sequence[Item]) -> None:
     """Every outcome in the result backend, in two round trips: what is there already
-    (Celery never replaces a SUCCESS), then the new results, each published too."""
+    (Celery never replaces a SUCCESS), then the new results, each published too. Retried
+    on a connection error under the backend's own retry policy, as the default path's
+    ``store_result`` is (both steps can be repeated: the same values are set again);
+    raises past it."""
     writes: list[tuple[str, dict[str, Any], bool]] = []
     for item in items:
         assert item.outcome is not None
@@ -188,32 +211,37 @@ def _store_outcomes(backend: Any, items: Sequence[Item]) -> None:
     if not writes:
         return
     try:
-        client = backend.client
-        keys = [backend.get_key_for_task(task_id) for task_id, _, _ in writes]
-        with client.pipeline() as pipe:
-            for key in keys:
-                pipe.get(key)
-            current = pipe.execute()
-        with client.pipeline() as pipe:
-            for key, (task_id, result, replace), stored in zip(keys, writes, current, strict=True):
-                if stored is not None and not replace and _is_success(backend, stored):
-                    continue
-                meta = backend._get_result_meta(
-                    result=result, state="SUCCESS", traceback=None, request=None
-                )
-                meta["task_id"] = task_id
-                value = backend.encode(meta)
-                if backend.expires:
-                    pipe.setex(key, backend.expires, value)
-                else:
-                    pipe.set(key, value)
-                pipe.publish(key, value)
-            pipe.execute()
+        backend.ensure(_write_results, (backend, writes))
     except Exception:
-        # Committed and in the command log: a producer that resends is answered from it.
-        log.warning("could not store the outcomes of a batch of %d", len(items), exc_info=True)
+        # Past the policy's retries: the job fails, and its messages go back to the queue
+        # unacknowledged (consumer.py). Their redelivery is answered from the command log
+        # and stores the outcomes again, so a producer never waits on an outcome that is
+        # only in the command log.
+        log.error("could not store the outcomes of a batch of %d", len(items), exc_info=True)
+        raise
     for task_id, result, _ in writes:
         log.info("Task %s[%s] succeeded: %s", HANDLE_COMMAND, task_id, json.dumps(result))
+
+
+def _write_results(backend: Any, writes: Sequence[tuple[str, dict[str, Any], bool]]) -> None:
+    client = backend.client
+    keys = [backend.get_key_for_task(task_id) for task_id, _, _ in writes]
+    with client.pipeline() as pipe:
+        for key in keys:
+            pipe.get(key)
+        current = pipe.execute()
+    with client.pipeline() as pipe:
+        for key, (task_id, result, replace), stored in zip(keys, writes, current, strict=True):
+            if stored is not None and not replace and _is_success(backend, stored):
+                continue
+            meta = backend._get_result_meta(
+                result=result, state="SUCCESS", traceback=None, request=None
+            )
+            meta["task_id"] = task_id
+            value = backend.encode(meta)
+            pipe.set(key, value, ex=backend.expires or None)
+            pipe.publish(key, value)
+        pipe.execute()
 
 
 def _is_success(backend: Any, stored: Any) -> bool:
@@ -234,6 +262,17 @@ def _send_again(services: Services, items: Sequence[Item]) -> None:
     for item in items:
         delay = min(cap, settings.db_retry_delay * 2**item.retries) * random.uniform(0.5, 1.0)
         headers = {SENT_AT_HEADER: item.sent_at} if item.sent_at is not None else {}
+        with log_context(task_id=item.task_id, retries=item.retries or None):
+            # The default path's words (workers/tasks.py, _retry), for the same alerts.
+            if item.retries < settings.db_retries:
+                log.warning("database unreachable, retry %d in %.1f s", item.retries + 1, delay)
+            else:
+                log.warning(
+                    "database unreachable after %d retries; the command will be recorded as "
+                    "failed once it is back (next look in %.1f s)",
+                    settings.db_retries,
+                    delay,
+                )
         _APP.send_task(
             HANDLE_COMMAND,
             args=item.args,
@@ -241,6 +280,26 @@ def _send_again(services: Services, items: Sequence[Item]) -> None:
             task_id=item.task_id,
             retries=item.retries + 1,
             countdown=delay,
+            queue=COMMANDS_QUEUE,
+            headers=headers,
+        )
+
+
+def _send_alone(items: Sequence[Item]) -> None:
+    """Each item again, at once, for a batch of its own (``workers.batch.limits``): its
+    retry count unchanged, as nothing was wrong with the database. Sent before the
+    originals are acknowledged, as ``_send_again``'s are."""
+    assert _APP is not None
+    for item in items:
+        headers: dict[str, Any] = {ALONE_HEADER: True}
+        if item.sent_at is not None:
+            headers[SENT_AT_HEADER] = item.sent_at
+        _APP.send_task(
+            HANDLE_COMMAND,
+            args=item.args,
+            kwargs=item.kwargs,
+            task_id=item.task_id,
+            retries=item.retries,
             queue=COMMANDS_QUEUE,
             headers=headers,
         )
