@@ -109,6 +109,12 @@ def with_database_password(url: str, password: str | None) -> str:
     return parsed.set(password=password).render_as_string(hide_password=False)
 
 
+def _on_off(name: str, raw: str) -> bool:
+    if raw not in ("on", "off"):
+        raise ConfigError(f"{name} must be on or off, got {raw!r}")
+    return raw == "on"
+
+
 def _choice(*choices: str) -> Parse:
     def parse(name: str, raw: str) -> str:
         if raw not in choices:
@@ -288,6 +294,13 @@ class Settings:
         _integer(1),
         "PostgreSQL connections a process keeps open; with --pool threads, its thread count",
         default=5,
+    )
+    prepared_statements: bool = _env(
+        "ORDERS_PREPARED_STATEMENTS",
+        _on_off,
+        "on, or off behind a pooler in transaction mode (PgBouncer): the store then sends "
+        "its statements whole instead of PREPAREd on the session",
+        default=True,
     )
 
     def __post_init__(self) -> None:

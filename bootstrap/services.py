@@ -19,6 +19,7 @@ from readmodels.runner import ProjectionRunner
 from readmodels.wake import WakeDebouncer
 from store import GlobalLog, SqlEventStore, build_engine, open_event_store, open_global_log
 from store.dead_letters import DeadLetterLog
+from store.postgres.driver import without_prepared_statements
 
 
 @dataclass
@@ -45,6 +46,8 @@ def bootstrap(settings: Settings | None = None, metrics: NoMetrics | None = None
     settings = settings or Settings.from_env()
     metrics = metrics or NoMetrics()
     engine = build_engine(settings.database_url, pool_size=settings.db_pool_size)
+    if not settings.prepared_statements:
+        without_prepared_statements(engine)
     read_engine = (
         build_engine(settings.read_database_url, pool_size=settings.db_pool_size)
         if settings.read_database_url

@@ -105,9 +105,12 @@ def rebuild(
     shadows = {p.name: _shadow(p.table) for p in chosen}
     models = {p.name: MemoryRows() for p in chosen}
     with engine.connect() as lock:
+        # Taken and let go in one transaction, left open meanwhile: behind PgBouncer in
+        # transaction mode only an open transaction keeps the same server session, and
+        # a lock taken on one session and let go on another would stay held forever. It
+        # writes nothing, so it has no transaction id and holds no reader of the log back.
         for projection in chosen:
             hold_lock(lock, projection.name)
-        lock.commit()
         try:
             checkpoint = Checkpoint()
             with (

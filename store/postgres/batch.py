@@ -28,7 +28,7 @@ from domain.snapshots import Snapshot
 from domain.upcasting import StoredEvent
 from store.codec import as_utc, decode
 from store.event_store import check_stream
-from store.postgres.driver import driver_cursor
+from store.postgres.driver import driver_cursor, prepares
 from store.postgres.statements import EVENT, OUTCOME, SNAPSHOT, append_statement
 
 if TYPE_CHECKING:
@@ -154,13 +154,9 @@ class PostgresBatch:
         if outcome is not None:
             params.update(store._command_params(command_type, outcome, fingerprint))
         statement = append_statement(len(events), outcome is not None)
-        prepared: set[str] = self._conn.connection.info.setdefault("orders_prepared", set())
-        sql = statement._execute
-        if statement.name not in prepared:
-            # PREPARE is not transactional: it stays whatever becomes of this batch.
-            sql = f"{statement._prepare.replace('%', '%%')}; {sql}"
-            prepared.add(statement.name)
-        values = tuple(params[name] for name in statement._names)
+        sql, values = statement.sql_for(
+            self._conn.connection.info, params, prepare=prepares(self._conn)
+        )
         rows = self._in_savepoint(
             lambda: self._raw(sql, values), aggregate_id, expected_version, held=True
         )

@@ -56,6 +56,25 @@ def execute_pages(
         execute_values(cursor, sql, values, page_size=page_size)
 
 
+PREPARES = "orders_prepares"
+"""An engine's execution option: False where the store must not ``PREPARE`` its hot
+statements. Behind a pooler in transaction mode (PgBouncer's ``pool_mode =
+transaction``) a session's prepared statement stays on the server connection that ran
+the ``PREPARE``, and the next transaction may get another one; there they are sent
+whole each time, and PostgreSQL plans them each time (docs/scaling.md)."""
+
+
+def without_prepared_statements(engine: Engine) -> Engine:
+    """``engine``, set (in place) never to prepare the store's statements; before a
+    store is opened on it (the store's connections read it once)."""
+    engine.update_execution_options(**{PREPARES: False})
+    return engine
+
+
+def prepares(bind: Engine | Connection) -> bool:
+    return bool(bind.get_execution_options().get(PREPARES, True))
+
+
 def driver_connections(engine: Engine) -> DriverConnections:
     """The hot-path connections of ``engine``: one set per engine, shared by every store
     on it, so that their number follows the threads at work, not the stores made."""
@@ -85,6 +104,7 @@ class DriverConnections:
     def __init__(self, engine: Engine) -> None:
         self._engine = weakref.ref(engine)  # the engine owns this, not the reverse
         self.dialect = engine.dialect
+        self.prepares = prepares(engine)
         self._free: deque[Any] = deque()
         self._owner_pid = os.getpid()
         weakref.finalize(self, _close_all, self._free, self._owner_pid)

@@ -4,7 +4,10 @@ needs, one statement writes all it decided.
 The write is a single statement, so it is one transaction on its own: it runs without
 BEGIN and COMMIT round trips, and records the command only if it also appends the
 events, and appends them only if the stream is at the expected version and the command
-is new. Both statements are prepared once per connection, so PostgreSQL plans them once.
+is new. Both statements are prepared once per connection, so PostgreSQL plans them once;
+behind a pooler in transaction mode, where a prepared statement stays on a server
+connection the next transaction may not get, they are sent whole each time instead
+(``prepares`` in ``store/postgres/driver.py``).
 
 They say in SQL what the SQLite store says in several Core statements, where round
 trips cost nothing; the contract suite runs both against the same tests.
@@ -156,19 +159,36 @@ class PreparedStatement:
         position = {name: f"${index}" for index, name in enumerate(self._names, start=1)}
         self._prepare = f"PREPARE {name} AS " + _NAMED.sub(lambda m: position[m.group(1)], sql)
         self._execute = f"EXECUTE {name} ({', '.join(['%s'] * len(self._names))})"
+        # The same statement with the values in its text, for where PREPARE cannot be used.
+        self._each_use = _NAMED.findall(sql)
+        self._plain = _NAMED.sub("%s", sql)
+
+    def sql_for(
+        self, info: dict[str, Any], values: dict[str, Any], *, prepare: bool = True
+    ) -> tuple[str, tuple[Any, ...]]:
+        """What to send on the driver connection whose ``info`` this is, and its values:
+        ``PREPARE`` and ``EXECUTE`` in one text the first time on that connection, then
+        ``EXECUTE`` alone; the whole statement where ``prepare`` is False (behind a pooler
+        in transaction mode). PREPARE is not transactional: whatever becomes of the
+        transaction it is sent in, the statement stays prepared on the session."""
+        if not prepare:
+            return self._plain, tuple(values[name] for name in self._each_use)
+        ordered = tuple(values[name] for name in self._names)
+        prepared: set[str] = info.setdefault("orders_prepared", set())
+        if self.name in prepared:
+            return self._execute, ordered
+        prepared.add(self.name)
+        return f"{self._prepare.replace('%', '%%')}; {self._execute}", ordered
 
     def run(self, connections: DriverConnections, values: dict[str, Any]) -> list[tuple[Any, ...]]:
         with connections.connection() as pooled:
             driver: Any = pooled.driver_connection
             dialect = connections.dialect
             dbapi_error = dialect.loaded_dbapi.Error
+            sql, ordered = self.sql_for(pooled.info, values, prepare=connections.prepares)
             try:
                 with driver.cursor() as cursor:
-                    prepared: set[str] = pooled.info.setdefault("orders_prepared", set())
-                    if self.name not in prepared:
-                        cursor.execute(self._prepare)
-                        prepared.add(self.name)
-                    cursor.execute(self._execute, tuple(values[name] for name in self._names))
+                    cursor.execute(sql, ordered)
                     rows: list[tuple[Any, ...]] = cursor.fetchall()
                 return rows
             except dbapi_error as error:
@@ -176,7 +196,7 @@ class PreparedStatement:
                 if dropped:
                     pooled.invalidate(error)
                 raise DBAPIError.instance(
-                    self._execute, None, error, dbapi_error, connection_invalidated=dropped
+                    sql, None, error, dbapi_error, connection_invalidated=dropped
                 ) from error
 
 

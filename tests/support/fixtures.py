@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from bootstrap import MIGRATIONS, migrate
 from commands.client import CommandClient
 from store import build_engine
+from tests.support.pgbouncer import PgBouncer, pgbouncer_wanted
 from tests.support.servers import PostgresServer
 from tests.support.services import DEFAULT_TEST_DATABASE, DEFAULT_TEST_REDIS, RUN_ID, unavailable
 from tests.support.workers import WorkerProcess
@@ -73,6 +74,33 @@ def postgres_engine(postgres_url: str) -> Iterator[Engine]:
     migrate(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_url: str) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the run's PostgreSQL server."""
+    server = make_url(postgres_url)
+    bouncer = PgBouncer(server.host or "127.0.0.1", server.port or 5432).start()
+    yield bouncer
+    served = bouncer.transactions(str(server.database))
+    bouncer.stop()
+    # A run that meant to go through it and did not would prove nothing about it.
+    assert served > 0, "PgBouncer served no transaction of the run's database"
+
+
+@pytest.fixture(scope="session")
+def system_database_env(request: pytest.FixtureRequest, postgres_url: str) -> dict[str, str]:
+    """How the system's own processes (workers, the API, ``orders`` commands) reach the
+    run's database: directly, or with ORDERS_TEST_PGBOUNCER=1 through PgBouncer in
+    transaction mode (``make test-pgbouncer``). The tests' own setup and checks (creating
+    the database, migrating it, reading what the workers wrote) always go directly."""
+    if not pgbouncer_wanted():
+        return {"ORDERS_DATABASE_URL": postgres_url}
+    bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+    return {
+        "ORDERS_DATABASE_URL": bouncer.url_for(postgres_url),
+        "ORDERS_PREPARED_STATEMENTS": "off",
+    }
 
 
 @pytest.fixture
@@ -144,11 +172,11 @@ def _empty(client: redis.Redis) -> None:
 
 @pytest.fixture
 def worker_env(
-    pg: Engine, postgres_url: str, broker: redis.Redis, redis_url: str
+    pg: Engine, system_database_env: dict[str, str], broker: redis.Redis, redis_url: str
 ) -> dict[str, str]:
     """Environment for worker processes: this test's database and Redis, short timeouts."""
     return {
-        "ORDERS_DATABASE_URL": postgres_url,
+        **system_database_env,
         "ORDERS_BROKER_URL": redis_url,
         "ORDERS_RESULT_BACKEND": redis_url,
         "ORDERS_SNAPSHOT_EVERY": "5",
