@@ -33,6 +33,9 @@ EXPORTED = {
     "orders_projection_lag_events": "events of the log a read model has not applied",
     "orders_projection_lag_seconds": "age of the oldest event a read model has not applied",
     "orders_projection_stuck": "1 while a read model is stopped on a parked event",
+    "orders_read_replica_lag_seconds": "how far the read database's replay is behind its "
+    "primary (0 when the reads go to the primary)",
+    "orders_read_replica_lag_bytes": "WAL the read database has received and not replayed",
     "orders_queue_depth": "messages waiting in each queue",
     "orders_http_requests_total": "API requests, by route, method and status",
     "orders_http_request_seconds": "API request latency, by route",
@@ -195,6 +198,25 @@ class ReadModelCollector:
             families["orders_projection_lag_seconds"].add_metric([entry.name], entry.lag_seconds)
             families["orders_projection_stuck"].add_metric([entry.name], float(entry.stuck))
         yield from families.values()
+        yield from self._replica(services)
+
+    def _replica(self, services: Services) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from readmodels.freshness import replica_lag
+
+        lag = None
+        try:
+            if services.read_engine is not services.engine:
+                with services.read_engine.connect() as conn:
+                    lag = replica_lag(conn)
+        except Exception:  # the replica down: its gauges are absent, the others stay
+            return
+        for name, value in (
+            ("orders_read_replica_lag_seconds", lag.seconds if lag else 0.0),
+            ("orders_read_replica_lag_bytes", lag.bytes if lag else 0),
+        ):
+            yield GaugeMetricFamily(name, EXPORTED[name], value=value)
 
 
 class QueueCollector:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 
 from commands import Outcome
 from readmodels.tables import projection_checkpoints
@@ -28,6 +28,40 @@ class Freshness:
     checkpoint: Checkpoint
     lag_events: int
     lag_seconds: float
+
+
+@dataclass(frozen=True)
+class ReplicaLag:
+    """How far a streaming replica that serves the reads is behind its primary: the
+    age of the newest transaction it has replayed while it has more to replay (0 once
+    it has replayed all it received), and the bytes of WAL it has received but not
+    replayed. WAL the primary has not sent yet counts in neither."""
+
+    seconds: float
+    bytes: int
+
+
+_REPLAY_LAG = text(
+    """
+    SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())
+           END AS seconds,
+           pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) AS bytes
+    WHERE pg_is_in_recovery()
+    """
+)
+
+
+def replica_lag(conn: Connection) -> ReplicaLag | None:
+    """``conn``'s database's lag behind its primary; None when it is no replica (the
+    primary itself, or SQLite)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    row = conn.execute(_REPLAY_LAG).first()
+    if row is None:
+        return None
+    # NULL before the replica has replayed a transaction since it started: nothing to age.
+    return ReplicaLag(max(float(row.seconds or 0), 0.0), int(row.bytes or 0))
 
 
 def checkpoints(conn: Connection, names: Sequence[str]) -> dict[str, Checkpoint]:

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -39,26 +39,41 @@ def _wait(probe: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
 
 class RedisServer:
     """``redis-server`` on a port of its own; ``appendonly`` keeps what it had across a
-    restart (fsync every write), as the compose file's Redis does."""
+    restart (fsync every write), as the compose file's Redis does.
 
-    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+    ``host`` is the address it listens on, and ``launcher`` what its command line runs
+    under: ``("ip", "netns", "exec", "<namespace>")`` starts it on another network
+    namespace's address (tests/scale), with ``port`` chosen there by the caller."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = False,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        launcher: Sequence[str] = (),
+    ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
-        self.port = free_port()
+        self.host = host
+        self.port = free_port() if port is None else port
+        self.launcher = tuple(launcher)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> RedisServer:
         argv = [
+            *self.launcher,
             "redis-server",
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            self.host,
             "--dir",
             str(self.directory),
             "--save",
@@ -70,18 +85,22 @@ class RedisServer:
             "--logfile",
             str(self.directory / "redis.log"),
         ]
+        if self.host != "127.0.0.1":
+            # Redis answers only loopback clients when it has no password: the hosts of
+            # a namespace harness reach it on the address it was given.
+            argv += ["--protected-mode", "no"]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         _wait(self.answers, f"Redis on port {self.port} starting")
         return self
 
     def answers(self) -> bool:
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+            return bool(redis.Redis(self.host, self.port, socket_timeout=0.5).ping())
         except redis.RedisError:
             return False
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
+        return redis.Redis(self.host, self.port, socket_timeout=5)
 
     def kill(self) -> None:
         """SIGKILL: what it has not written to its append-only file is gone."""
@@ -122,23 +141,38 @@ def _postgres_bin(name: str) -> str:
 
 class PostgresServer:
     """A PostgreSQL cluster of its own (``initdb`` in a temporary folder, trust auth),
-    run as the ``postgres`` user when the tests run as root, as PostgreSQL requires."""
+    run as the ``postgres`` user when the tests run as root, as PostgreSQL requires.
 
-    def __init__(self) -> None:
+    ``host``, ``port`` and ``launcher`` as for ``RedisServer``; ``max_connections`` for
+    harnesses with more worker processes than the default allows."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        launcher: Sequence[str] = (),
+        max_connections: int = 100,
+    ) -> None:
         # Its own folder right under the system's temporary one: the ``postgres`` user
         # cannot enter a test's temporary folder, which belongs to root alone.
         self.directory = Path(tempfile.mkdtemp(prefix="orders-test-postgres-"))
         self.data = self.directory / "data"
-        self.port = free_port()
+        self.host = host
+        self.port = free_port() if port is None else port
+        self.launcher = tuple(launcher)
+        self.max_connections = max_connections
         self._as_root = os.geteuid() == 0
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg2://postgres@{self.host}:{self.port}/postgres"
 
     def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = ["runuser", "-u", "postgres", "--", *argv] if self._as_root else list(argv)
-        return subprocess.run(command, capture_output=True, text=True, check=check, timeout=120)
+        return subprocess.run(
+            [*self.launcher, *command], capture_output=True, text=True, check=check, timeout=120
+        )
 
     def create(self) -> PostgresServer:
         if self._as_root:
@@ -153,12 +187,16 @@ class PostgresServer:
             "postgres",
             "--no-sync",
         )
+        if self.host != "127.0.0.1":
+            # initdb trusts loopback clients only; a harness's hosts are on its subnet.
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")
         return self.start()
 
     def start(self) -> PostgresServer:
         options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c max_connections=100"
+            f"-p {self.port} -k {self.directory} -c listen_addresses={self.host} "
+            f"-c fsync=off -c max_connections={self.max_connections}"
         )
         self._run(
             _postgres_bin("pg_ctl"),
@@ -188,7 +226,7 @@ class PostgresServer:
         self._run(
             _postgres_bin("psql"),
             "-h",
-            "127.0.0.1",
+            self.host,
             "-p",
             str(self.port),
             "-U",
@@ -198,4 +236,19 @@ class PostgresServer:
             "-c",
             f'CREATE DATABASE "{name}"',
         )
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgresql+psycopg2://postgres@{self.host}:{self.port}/{name}"
+
+    def replicate(self, primary: PostgresServer) -> PostgresServer:
+        """Make this (not yet created) server a streaming replica of ``primary`` and start
+        it: ``pg_basebackup -R`` copies the primary and writes the standby's settings, so
+        it replays what the primary commits and answers reads only. ``initdb``'s default
+        ``pg_hba.conf`` lets local replication connections in, as ``wal_level`` (replica)
+        and ``max_wal_senders`` allow by default."""
+        if self._as_root:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self._run(
+            _postgres_bin("pg_basebackup"),
+            *("-h", primary.host, "-p", str(primary.port), "-U", "postgres"),
+            *("-D", str(self.data), "-R", "-X", "stream", "--checkpoint=fast", "--no-sync"),
+        )
+        return self.start()

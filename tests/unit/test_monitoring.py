@@ -61,7 +61,10 @@ def queries() -> list[str]:
 
 def fake_services() -> Any:
     return SimpleNamespace(
-        engine=None, reader=None, settings=SimpleNamespace(broker_url="redis://redis:6379/0")
+        engine=None,
+        read_engine=None,  # the same as ``engine``: no replica, its lag reads 0
+        reader=None,
+        settings=SimpleNamespace(broker_url="redis://redis:6379/0"),
     )
 
 
