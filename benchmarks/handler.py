@@ -1,5 +1,7 @@
 """Commands per second through the command handler, beside raw psycopg2 doing the same
-round trips (read the stream, insert, commit); one new order per command.
+round trips (read the stream, insert, commit); one new order per command. In batch mode
+(``handler_batch_runs``) the handler decides ``BATCH`` commands per call of
+``handle_many``: their streams read in one round trip, their writes committed together.
 
 Each is a context giving one timed run per call, so that ``run.py`` can let the handler
 and its limit take turns: a machine that slows down mid-run slows both alike.
@@ -26,6 +28,9 @@ from store.engine import build_engine
 
 T = TypeVar("T")
 
+BATCH = 20
+"""Commands per ``handle_many`` call: ``orders worker --batch``'s default size."""
+
 
 @contextmanager
 def handler_runs(url: str, threads: int, per_thread: int) -> Iterator[Callable[[], float]]:
@@ -49,6 +54,41 @@ def handler_runs(url: str, threads: int, per_thread: int) -> Iterator[Callable[[
     try:
         for _ in range(20):  # warm the pool and the statement caches
             handler.handle(CreateOrder(f"w-{uuid.uuid4()}", "customer-1"))
+        yield one_run
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def handler_batch_runs(
+    url: str, threads: int, per_thread: int, batch: int = BATCH
+) -> Iterator[Callable[[], float]]:
+    """As ``handler_runs``, ``batch`` commands per ``handle_many`` call (group commit)."""
+    engine = build_engine(url, pool_size=threads + 2)
+    handler = CommandHandler(open_event_store(engine), snapshot_every=0)
+    calls = -(-per_thread // batch)
+
+    def one_run() -> float:
+        chunks = [
+            [
+                [CreateOrder(f"b-{uuid.uuid4()}", "customer-1") for _ in range(batch)]
+                for _ in range(calls)
+            ]
+            for _ in range(threads)
+        ]
+        mine = _per_thread(chunks)
+
+        def work(index: int) -> None:
+            outcomes = handler.handle_many(mine()[index])
+            assert all(outcome.accepted for outcome in outcomes), outcomes
+
+        return rate(work, calls, threads) * batch
+
+    try:
+        for _ in range(threads + 2):  # warm the pool and the statement caches
+            handler.handle_many(
+                [CreateOrder(f"w-{uuid.uuid4()}", "customer-1") for _ in range(batch)]
+            )
         yield one_run
     finally:
         engine.dispose()

@@ -2,7 +2,8 @@
 beside a no-op task with the same settings and producer; the same with the read models
 live (to the last command's events in every read model), with their freshness at full
 load and the projections' CPU per event; latency and read-model freshness at half the
-measured rate; worker memory after many commands."""
+measured rate; worker memory after many commands. Each with the default worker or one in
+batch mode (``options``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +40,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @contextmanager
 def worker(
-    app: str, env: Mapping[str, str], *, queues: str, concurrency: int
+    app: str,
+    env: Mapping[str, str],
+    *,
+    queues: str,
+    concurrency: int,
+    options: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[str]]:
+    """A ``celery worker`` of ``app``; ``options`` are more of its command line, such as
+    ``--batch=20`` (batch mode, ``workers/batch/``)."""
     argv = [
         sys.executable, "-m", "celery", "-A", app, "worker",
         f"--queues={queues}", f"--concurrency={concurrency}", "--pool=prefork",
         "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        f"--hostname=bench-{uuid.uuid4().hex[:8]}@%h",
+        f"--hostname=bench-{uuid.uuid4().hex[:8]}@%h", *options,
     ]  # fmt: skip
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         argv,

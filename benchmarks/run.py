@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +24,8 @@ from commands.client import CommandClient
 from commands.transport import COMMANDS_QUEUE, PROJECTIONS_QUEUE
 
 BOTH_QUEUES = f"{COMMANDS_QUEUE},{PROJECTIONS_QUEUE}"
+BATCH_OPTIONS = (f"--batch={handler.BATCH}",)
+"""A worker in batch mode, as ``orders worker --batch 20`` starts it (``workers/batch/``)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,18 @@ class Sizes:
 ROWS: list[tuple[str, str, str | None, str]] = [
     ("handler_cps_1t", "handler, 1 thread (cmd/s)", "raw_cps_1t", ""),
     ("handler_cps_4t", "handler, 4 threads (cmd/s)", "raw_cps_4t", ">= 0.75 x raw, >= 4 x peer"),
+    (
+        "handler_batch_cps_1t",
+        f"handler, batches of {handler.BATCH}, 1 thread (cmd/s)",
+        "raw_cps_1t",
+        "",
+    ),
+    (
+        "handler_batch_cps_4t",
+        f"handler, batches of {handler.BATCH}, 4 threads (cmd/s)",
+        "raw_cps_4t",
+        ">= 2 x raw",
+    ),
     ("peer_cps_1t", "eventsourcing, 1 thread (cmd/s)", None, ""),
     ("peer_cps_4t", "eventsourcing, 4 threads (cmd/s)", None, ""),
     ("raw_task_tps", "raw psycopg2 task, same pipeline (cmd/s)", "noop_tps", ""),
@@ -78,12 +92,22 @@ ROWS: list[tuple[str, str, str | None, str]] = [
     ("e2e_cps", "  the same, beside the raw psycopg2 task", "raw_task_tps", ""),
     ("e2e_live_cps", "enqueue to every read model (cmd/s)", "noop_tps", ">= 0.7 x no-op"),
     ("e2e_split_cps", "  the same, commands + projections workers", "noop_tps", ""),
+    (
+        "e2e_batch_cps",
+        f"  the same, worker --batch {handler.BATCH}",
+        "noop_tps",
+        ">= 1.5 x no-op",
+    ),
+    ("e2e_batch_cps", "  the same, beside the default worker", "e2e_live_cps", ""),
     ("e2e_p50_ms", "latency p50 at half rate (ms)", None, ""),
     ("e2e_p99_ms", "latency p99 at half rate (ms)", None, ""),
+    ("e2e_batch_p50_ms", "  the same p50, --batch (ms)", "e2e_p50_ms", ""),
+    ("e2e_batch_p99_ms", "  the same p99, --batch (ms)", "e2e_p99_ms", "<= 2 x default"),
     ("fresh_p50_ms", "accepted to read model p50 (ms)", None, ""),
     ("fresh_p99_ms", "accepted to read model p99 (ms)", None, "<= 250"),
     ("fresh_full_p50_ms", "the same p50 at full load (ms)", None, ""),
     ("fresh_full_p99_ms", "the same p99 at full load (ms)", None, "<= 1,000"),
+    ("fresh_batch_full_p99_ms", "  the same, --batch (ms)", "fresh_full_p99_ms", ""),
     ("rebuild_eps", "rebuild all read models (events/s)", None, ">= 20,000"),
     ("rebuild_us_per_event", "rebuild, CPU per event (us)", None, ""),
     (
@@ -176,6 +200,8 @@ def _handler(url: str, sizes: Sizes) -> dict[str, float]:
             "handler_cps_1t": runs.enter_context(handler.handler_runs(url, 1, n)),
             "raw_cps_4t": runs.enter_context(handler.raw_runs(url, 4, n // 4)),
             "handler_cps_4t": runs.enter_context(handler.handler_runs(url, 4, n // 4)),
+            "handler_batch_cps_1t": runs.enter_context(handler.handler_batch_runs(url, 1, n)),
+            "handler_batch_cps_4t": runs.enter_context(handler.handler_batch_runs(url, 4, n // 4)),
         }
         return interleaved_medians(sizes.handler_repeats, measures)
 
@@ -210,17 +236,25 @@ def _pipeline(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
 
             return measure
 
-        def live() -> dict[str, float]:
-            # The default topology, what `orders worker --concurrency 2` runs: both
-            # queues, commands and projection runs sharing the pool.
-            with pipeline.worker("workers.app", env, queues=BOTH_QUEUES, concurrency=2):
-                pipeline.prepare_live(client, url)
-                run = pipeline.live_throughput(client, url, sizes.e2e_commands)
-            return {
-                "e2e_live_cps": run.cps,
-                "fresh_full_p50_ms": percentile(run.freshness_ms, 0.50),
-                "fresh_full_p99_ms": percentile(run.freshness_ms, 0.99),
-            }
+        def live(
+            cps_key: str, fresh_key: str, options: Sequence[str] = ()
+        ) -> Callable[[], dict[str, float]]:
+            def measure() -> dict[str, float]:
+                # The default topology, what `orders worker --concurrency 2` runs (and
+                # `options` added, such as `--batch 20`): both queues, commands and
+                # projection runs sharing the pool.
+                with pipeline.worker(
+                    "workers.app", env, queues=BOTH_QUEUES, concurrency=2, options=options
+                ):
+                    pipeline.prepare_live(client, url)
+                    run = pipeline.live_throughput(client, url, sizes.e2e_commands)
+                return {
+                    cps_key: run.cps,
+                    f"{fresh_key}_p50_ms": percentile(run.freshness_ms, 0.50),
+                    f"{fresh_key}_p99_ms": percentile(run.freshness_ms, 0.99),
+                }
+
+            return measure
 
         def split() -> dict[str, float]:
             # Projections in a worker of their own, so that their CPU can be told apart:
@@ -245,34 +279,52 @@ def _pipeline(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
             throughput_of("noop_tps", "benchmarks.noop_app"),
             throughput_of("raw_task_tps", "benchmarks.raw_app"),
             throughput_of("e2e_cps", "workers.app"),
-            live,
+            live("e2e_live_cps", "fresh_full"),
+            live("e2e_batch_cps", "fresh_batch_full", BATCH_OPTIONS),
             split,
         ]
         results.update(interleaved_sample_medians(sizes.repeats, measures))
-        with (
-            pipeline.worker("workers.app", env, queues=COMMANDS_QUEUE, concurrency=2),
-            pipeline.worker("workers.app", env, queues=PROJECTIONS_QUEUE, concurrency=1),
-        ):
-            pipeline.wait_ready(client)
-            # The throughput runs above left thousands of events unprojected (no
-            # projection worker ran then): freshness is measured from a caught-up start.
-            pipeline.wait_caught_up(url)
-            runs = [
-                pipeline.paced(client, url, results["e2e_cps"] / 2, sizes.paced_seconds)
-                for _ in range(sizes.repeats)
-            ]
-        # Each percentile is the median over the runs: one run caught in a slow spell of
-        # this shared 2-core machine (a full run once gave a p50 of 1 s, 34 ms when
-        # repeated alone) does not decide the figure alone.
-        for key, share in (("p50", 0.50), ("p99", 0.99)):
-            results[f"e2e_{key}_ms"] = statistics.median(
-                percentile(run.latencies_ms, share) for run in runs
-            )
-            results[f"fresh_{key}_ms"] = statistics.median(
-                percentile(run.freshness_ms, share) for run in runs
-            )
+        results.update(_paced(client, url, env, sizes, results["e2e_cps"] / 2))
     finally:
         client.close()
+    return results
+
+
+def _paced(
+    client: CommandClient, url: str, env: dict[str, str], sizes: Sizes, per_second: float
+) -> dict[str, float]:
+    """Latency and freshness at a steady ``per_second``: a commands worker (the default
+    one, then one in batch mode, taking turns) and a projections worker."""
+
+    def paced_with(options: Sequence[str]) -> pipeline.Paced:
+        with (
+            pipeline.worker(
+                "workers.app", env, queues=COMMANDS_QUEUE, concurrency=2, options=options
+            ),
+            pipeline.worker("workers.app", env, queues=PROJECTIONS_QUEUE, concurrency=1),
+        ):
+            # The throughput runs left thousands of events unprojected (no projection
+            # worker ran in some): freshness is measured from a caught-up start.
+            pipeline.prepare_live(client, url)
+            return pipeline.paced(client, url, per_second, sizes.paced_seconds)
+
+    modes: dict[str, Sequence[str]] = {"": (), "batch_": BATCH_OPTIONS}
+    runs: dict[str, list[pipeline.Paced]] = {mode: [] for mode in modes}
+    for _ in range(sizes.repeats):
+        for mode, options in modes.items():
+            runs[mode].append(paced_with(options))
+    # Each percentile is the median over the runs: one run caught in a slow spell of
+    # this shared 2-core machine (a full run once gave a p50 of 1 s, 34 ms when
+    # repeated alone) does not decide the figure alone.
+    results: dict[str, float] = {}
+    for mode, mode_runs in runs.items():
+        for key, share in (("p50", 0.50), ("p99", 0.99)):
+            results[f"e2e_{mode}{key}_ms"] = statistics.median(
+                percentile(run.latencies_ms, share) for run in mode_runs
+            )
+            results[f"fresh_{mode}{key}_ms"] = statistics.median(
+                percentile(run.freshness_ms, share) for run in mode_runs
+            )
     return results
 
 

@@ -21,6 +21,15 @@ from tests.support.workers import WorkerProcess
 
 LIVE = {"e2e_live_cps", "fresh_full_p99_ms", "live_proj_us_per_event", "rebuild_us_per_event"}
 """The read models live: the system as deployed (issue 16)."""
+BATCH = {
+    "handler_batch_cps_1t",
+    "handler_batch_cps_4t",
+    "e2e_batch_cps",
+    "e2e_batch_p50_ms",
+    "e2e_batch_p99_ms",
+    "fresh_batch_full_p99_ms",
+}
+"""Batch mode, ``orders worker --batch N``, beside its references (issue 16)."""
 
 _RECEIVED = re.compile(r"Task (\S+)\[[0-9a-f-]{36}\] received")
 
@@ -46,14 +55,20 @@ def test_the_quick_benchmark_writes_every_figure_and_leaves_production_alone(
     figures = json.loads(out.read_text())
     expected = {key for key, _, _, _ in ROWS} | {beside for _, _, beside, _ in ROWS if beside}
     expected |= {"raw_cps_1t", "peer_cps_1t", "peer_cps_4t", "fresh_full_p50_ms"}
-    assert expected >= LIVE
+    assert expected >= LIVE | BATCH
     missing = expected - figures.keys()
     assert not missing, missing
     for key in expected:
         assert isinstance(figures[key], float | int) and math.isfinite(figures[key]), key
         assert figures[key] > 0, key
     assert "handler, 4 threads" in result.stdout  # the table a reader gets
-    for label in ("enqueue to every read model", "full load", "live projections, CPU"):
+    for label in (
+        "enqueue to every read model",
+        "full load",
+        "live projections, CPU",
+        "handler, batches of",
+        "worker --batch",
+    ):
         assert label in result.stdout, label
 
     # Nothing of the bench reached production: no task, no event, no queue or result.
