@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from bootstrap.schema import schema_problem
 from bootstrap.services import Services
 from commands.transport import redacted
+from readmodels.freshness import replica_lag
 from readmodels.maintenance import status as projection_status
 from readmodels.projections import PROJECTIONS
 from store.errors import is_unreachable
@@ -57,6 +58,8 @@ def check(services: Services, *, projections: bool = True) -> Health:
     checks = [_database(services), _broker(services)]
     if projections and checks[0].state == "ok":
         checks += _projections(services)
+        if services.read_engine is not services.engine:
+            checks.append(_read_replica(services))
         checks.append(_dead_letters(services))
     return Health(checks)
 
@@ -105,6 +108,27 @@ def _projections(services: Services) -> list[Check]:
         else:
             found.append(Check(name, "ok", f"{entry.lag_events} events behind"))
     return found
+
+
+def _read_replica(services: Services) -> Check:
+    """The read database (``ORDERS_READ_DATABASE_URL``): the dashboards see each read
+    model this much later again. Degraded, not down: commands are decided without it."""
+    name, limit = "read database", services.settings.max_lag_seconds
+    where = redacted(services.settings.read_database_url or "")
+    try:
+        with services.read_engine.connect() as conn:
+            lag = replica_lag(conn)
+    except Exception as error:
+        if not is_unreachable(error):
+            raise
+        reason = " ".join(str(getattr(error, "orig", error)).split())
+        return Check(name, "degraded", f"cannot reach {where}: {reason}"[:300])
+    if lag is None:
+        return Check(name, "ok", f"reachable, not a replica ({where})")
+    detail = f"replica {lag.seconds:.0f} s and {lag.bytes} bytes of WAL behind"
+    if lag.seconds > limit:
+        return Check(name, "degraded", f"{detail} (limit {limit:g})")
+    return Check(name, "ok", detail)
 
 
 def _dead_letters(services: Services) -> Check:

@@ -121,6 +121,14 @@ def status(env: dict[str, str]) -> list[dict[str, Any]]:
     return rows
 
 
+def health(env: dict[str, str]) -> dict[str, dict[str, str]]:
+    """``orders health --json``, by check name; its exit code agrees with the worst."""
+    result = orders("health", "--json", env=env)
+    report = json.loads(result.stdout)
+    assert result.returncode == {"ok": 0, "degraded": 1, "down": 2}[report["status"]]
+    return {check["name"]: check for check in report["checks"]}
+
+
 def replica_gauges(api: ApiServer) -> dict[str, float]:
     scraped = httpx.get(f"{api.url}/metrics", timeout=30).text
     return {
@@ -175,6 +183,10 @@ def test_reads_come_from_the_replica_and_wait_for_its_replay(
         gauges = replica_gauges(api)
         assert gauges["orders_read_replica_lag_bytes"] > 0, gauges
         assert gauges["orders_read_replica_lag_seconds"] > 0, gauges
+        # And in `orders health`: degraded (1) once past the lag limit.
+        lagging = health({**env, "ORDERS_MAX_LAG_SECONDS": "2"})
+        assert lagging["read database"]["state"] == "degraded", lagging
+        assert "behind (limit 2)" in lagging["read database"]["detail"]
 
         # A reader waiting for its command is answered once the standby replays it.
         answer: list[httpx.Response] = []
@@ -202,6 +214,7 @@ def test_reads_come_from_the_replica_and_wait_for_its_replay(
     assert {(row["replica_lag_seconds"], row["replica_lag_bytes"]) for row in rows} == {(0, 0)}
     caught_up = {"orders_read_replica_lag_seconds": 0.0, "orders_read_replica_lag_bytes": 0.0}
     assert eventually(lambda: replica_gauges(api), lambda gauges: gauges == caught_up) == caught_up
+    assert health(env)["read database"]["state"] == "ok"
 
 
 def test_without_a_replica_the_lag_reads_zero_and_status_has_no_replica_columns(
