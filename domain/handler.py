@@ -19,7 +19,7 @@ from domain.decide import Limits, decide
 from domain.errors import CommandIdReused, DomainError, DuplicateCommand, VersionConflict
 from domain.events import AGGREGATE_TYPE
 from domain.order import Order, fold
-from domain.ports import BatchWriter, EventStore, StreamState, Writes
+from domain.ports import EventStore, GroupWriter, Regroup, StreamState, Writes
 from domain.snapshots import SNAPSHOT_SCHEMA_VERSION, restore, take_snapshot
 
 
@@ -107,27 +107,58 @@ class CommandHandler:
         touches only that command, which is decided again at once (the transaction
         reads the other writer's commit; nothing to wait for) or answered from the
         command log. Commands are written grouped by order (in their order within each):
-        two batches on the same orders then take their locks in the same order. Raises
-        whatever the store raises outside of those (the batch then wrote nothing)."""
+        two batches on the same orders then take their locks in the same order. A store
+        that can (``GroupWriter``) first tries all the writes in one go. Raises whatever
+        the store raises outside of those (the batch then wrote nothing)."""
         if not commands:
             return []
         asked = [fingerprint(command) for command in commands]
-        streams = self._store.load_streams(
-            [(command.order_id, command.command_id) for command in commands],
-            snapshot_schema=SNAPSHOT_SCHEMA_VERSION,
-        )
+        wanted = [(command.order_id, command.command_id) for command in commands]
+        streams = self._store.load_streams(wanted, snapshot_schema=SNAPSHOT_SCHEMA_VERSION)
+        with self._store.write_batch() as batch:
+            if isinstance(batch, GroupWriter):
+                # All writes in one statement first; when they cannot be (a race, a
+                # redelivery, a command id twice), nothing of it stays and the batch is
+                # decided again, afresh, one savepoint per command.
+                try:
+                    with batch.grouped() as group:
+                        outcomes, orders, loaded_at = self._decide_batch(
+                            group, commands, asked, streams
+                        )
+                except Regroup:
+                    streams = batch.load_streams(wanted, snapshot_schema=SNAPSHOT_SCHEMA_VERSION)
+                else:
+                    self._snapshots_due(orders, loaded_at, batch)
+                    return outcomes
+            outcomes, orders, loaded_at = self._decide_batch(batch, commands, asked, streams)
+            self._snapshots_due(orders, loaded_at, batch)
+        return outcomes
+
+    def _decide_batch(
+        self,
+        writes: Writes,
+        commands: Sequence[Command],
+        asked: Sequence[str],
+        streams: Sequence[StreamState],
+    ) -> tuple[list[Outcome], dict[str, Order], dict[str, int]]:
+        """Each command decided and written through ``writes``, grouped by order: the
+        outcomes in the commands' order, each order as the batch left it, and the version
+        each was read at (for snapshots)."""
         outcomes: dict[int, Outcome] = {}
         orders: dict[str, Order] = {}  # each order as this batch has left it so far
         loaded_at: dict[str, int] = {}  # the version it was read at, for snapshots
         by_order = sorted(range(len(commands)), key=lambda index: commands[index].order_id)
-        with self._store.write_batch() as batch:
-            for index in by_order:
-                outcomes[index] = self._in_batch(
-                    batch, commands[index], asked[index], streams[index], orders, loaded_at
-                )
-            for order_id, order in orders.items():
-                self._snapshot_if_due(order, loaded_at[order_id], batch)
-        return [outcomes[index] for index in range(len(commands))]
+        for index in by_order:
+            outcomes[index] = self._in_batch(
+                writes, commands[index], asked[index], streams[index], orders, loaded_at
+            )
+        return [outcomes[index] for index in range(len(commands))], orders, loaded_at
+
+    def _snapshots_due(
+        self, orders: dict[str, Order], loaded_at: dict[str, int], writes: Writes
+    ) -> None:
+        for order_id, order in orders.items():
+            self._snapshot_if_due(order, loaded_at[order_id], writes)
 
     def fail(self, command: Command, error: str, message: str) -> Outcome:
         """Record ``command`` as failed without deciding it (the worker could not: a bug,
@@ -157,7 +188,7 @@ class CommandHandler:
 
     def _in_batch(
         self,
-        batch: BatchWriter,
+        batch: Writes,
         command: Command,
         asked: str,
         stream: StreamState,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from commands import Outcome
 from domain.events import Event
@@ -57,6 +57,28 @@ class BatchWriter(Writes, Protocol):
     leaves nothing behind and the others' writes in place. ``load_stream`` reads what
     is committed plus this transaction's own writes. Nothing is visible to others, and
     nothing is durable, until the batch commits."""
+
+
+class Regroup(Exception):
+    """A batch's group write did not happen (a command it cannot buffer, a stream that
+    moved, a racing writer): nothing of it is written, decide the batch command by
+    command instead."""
+
+
+@runtime_checkable
+class GroupWriter(BatchWriter, Protocol):
+    """A batch that can also write all its commands in one statement (PostgreSQL)."""
+
+    def grouped(self) -> AbstractContextManager[Writes]:
+        """Writes buffered in the block, all written at its end in one go, or none:
+        raises ``Regroup`` (at any write, or at the end) when they cannot be."""
+        ...
+
+    def load_streams(
+        self, wanted: Sequence[tuple[str, str | None]], *, snapshot_schema: int
+    ) -> list[StreamState]:
+        """``EventStore.load_streams`` in this transaction."""
+        ...
 
 
 class EventStore(Protocol):

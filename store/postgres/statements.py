@@ -209,3 +209,62 @@ def append_statement(event_count: int, records_command: bool) -> PreparedStateme
     return PreparedStatement(
         f"orders_append_{event_count}_{kind}", _append(event_count, records_command)
     )
+
+
+# A whole batch's writes in one statement (``PostgresBatch``), one array per column.
+# It writes only if every stream is still at the version the batch decided on (checked
+# as the single append checks it); a racing writer or a command already recorded trips
+# a unique constraint and fails the whole statement, which the batch then undoes and
+# writes again command by command. WITH ORDINALITY and ORDER BY insert the rows in the
+# order given, so positions follow the batch's order as the single appends' did. The
+# driver sends a list of strings as text[], which is cast to uuid[] and jsonb[] here.
+_GROUP_APPEND = """
+    WITH stale AS (
+        SELECT count(*) AS streams
+          FROM unnest(CAST(:stream_ids AS varchar[]), CAST(:stream_versions AS integer[]))
+               AS s(aggregate_id, expected)
+         WHERE s.expected <> COALESCE((SELECT MAX(e.version) FROM events e
+                                        WHERE e.aggregate_type = :aggregate_type
+                                          AND e.aggregate_id = s.aggregate_id), 0)
+    ),
+    command AS (
+        INSERT INTO command_log
+               (command_id, command_type, aggregate_id, status, outcome, recorded_at,
+                fingerprint)
+        SELECT c.command_id, c.command_type, c.aggregate_id, c.status, c.outcome,
+               c.recorded_at, c.fingerprint
+          FROM unnest(CAST(:command_ids AS varchar[]), CAST(:command_types AS varchar[]),
+                      CAST(:command_aggregates AS varchar[]), CAST(:statuses AS varchar[]),
+                      CAST(CAST(:outcomes AS text[]) AS jsonb[]),
+                      CAST(:command_recorded_at AS timestamptz[]),
+                      CAST(:fingerprints AS varchar[])) WITH ORDINALITY
+               AS c(command_id, command_type, aggregate_id, status, outcome, recorded_at,
+                    fingerprint, n)
+         WHERE (SELECT streams FROM stale) = 0
+         ORDER BY c.n
+        RETURNING 1
+    ),
+    appended AS (
+        INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_type,
+                            schema_version, data, metadata, recorded_at)
+        SELECT e.event_id, CAST(:aggregate_type AS varchar), e.aggregate_id, e.version,
+               e.event_type, e.schema_version, e.data, e.metadata, e.recorded_at
+          FROM unnest(CAST(CAST(:event_ids AS text[]) AS uuid[]),
+                      CAST(:event_aggregates AS varchar[]), CAST(:versions AS integer[]),
+                      CAST(:event_types AS varchar[]), CAST(:schema_versions AS smallint[]),
+                      CAST(CAST(:data AS text[]) AS jsonb[]),
+                      CAST(CAST(:metadata AS text[]) AS jsonb[]),
+                      CAST(:recorded_at AS timestamptz[]))
+               WITH ORDINALITY
+               AS e(event_id, aggregate_id, version, event_type, schema_version, data,
+                    metadata, recorded_at, n)
+         WHERE (SELECT streams FROM stale) = 0
+         ORDER BY e.n
+        RETURNING 1
+    )
+    SELECT (SELECT streams FROM stale) AS stale,
+           (SELECT count(*) FROM command) AS recorded,
+           (SELECT count(*) FROM appended) AS appended
+"""
+
+GROUP_APPEND = PreparedStatement("orders_append_group", _GROUP_APPEND)
