@@ -13,7 +13,7 @@ from collections.abc import Collection
 from typing import Any, NoReturn
 
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import InvalidTaskError, SoftTimeLimitExceeded
 from celery.signals import task_internal_error
 
 from bootstrap import Services
@@ -309,9 +309,25 @@ def _on_internal_error(
     exception: BaseException | None = None,
     **_: Any,
 ) -> None:
-    """A command message Celery refused before the task ran (say, keyword arguments that
-    are not a mapping): record it and tell its producer, like any other poison message."""
+    """A command message Celery refused before the task ran (keyword arguments that are
+    not a mapping): record it and tell its producer, like any other poison message.
+
+    Celery sends this signal for any error raised outside the task's body, and most are
+    not the message's fault: the result store timing out while the outcome is stored, a
+    soft time limit firing late, after the body returned. Those are only logged: the
+    command log keeps whatever was decided, and a redelivery or the producer's resend
+    is answered from it. Dead-lettered, a valid command would pass for poison."""
     if sender is None or sender.name != HANDLE_COMMAND:
+        return
+    if not isinstance(exception, InvalidTaskError):
+        reason = " ".join(str(exception).split())[:300]
+        log.warning(
+            "task %s: %s outside the command's handling (%s); not a poison message, so not "
+            "dead-lettered: a resend is answered from the command log",
+            task_id,
+            type(exception).__name__,
+            reason,
+        )
         return
     try:
         services = process_services(sender.app).services
