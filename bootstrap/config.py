@@ -56,13 +56,31 @@ def _integer(minimum: int) -> Parse:
     return parse
 
 
+DRIVERS = {"postgresql": "psycopg2", "sqlite": "pysqlite"}
+"""The one driver the store speaks on each database (its SQL is written for them)."""
+
+
 def _database_url(name: str, raw: str) -> str:
     try:
-        backend = make_url(raw).get_backend_name()
+        url = make_url(raw)
+        backend = url.get_backend_name()
     except (ArgumentError, ValueError):
         raise ConfigError(f"{name} is not a database URL: {redacted(raw)!r}") from None
-    if backend not in ("postgresql", "sqlite"):
+    if backend not in DRIVERS:
         raise ConfigError(f"{name} must be a postgresql:// or sqlite:// URL, got {backend}")
+    if "+" not in url.drivername and backend == "postgresql":
+        # SQLAlchemy 2.1 takes a bare postgresql:// for psycopg 3 when it is installed,
+        # and every command then failed on the store's psycopg2 statements: the bare
+        # scheme means the store's driver.
+        return url.set(drivername=f"{backend}+{DRIVERS[backend]}").render_as_string(
+            hide_password=False
+        )
+    driver = url.drivername.partition("+")[2] or DRIVERS[backend]
+    if driver != DRIVERS[backend]:
+        raise ConfigError(
+            f"{name} names the driver {driver}; the store speaks {DRIVERS[backend]}: "
+            f"write {backend}+{DRIVERS[backend]}:// or {backend}://"
+        )
     return raw
 
 

@@ -111,7 +111,6 @@ def test_every_setting_has_an_orders_variable_and_a_meaning() -> None:
 
 PARSED = [
     ("ORDERS_DATABASE_URL", "postgresql+psycopg2://orders@db:5432/orders", "database_url"),
-    ("ORDERS_DATABASE_URL", "postgresql://orders@db/orders", "database_url"),
     ("ORDERS_DATABASE_URL", "sqlite:////var/lib/orders/orders.db", "database_url"),
     ("ORDERS_BROKER_URL", "redis://redis:6379/0", "broker_url"),
     ("ORDERS_BROKER_URL", "rediss://redis:6380/0", "broker_url"),
@@ -233,8 +232,32 @@ def test_an_infinite_publish_timeout_is_refused(raw: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "meant"),
+    [
+        ("postgresql://orders@db/orders", "postgresql+psycopg2://orders@db/orders"),
+        (
+            "postgresql://orders:p%40ss@db:5433/orders?sslmode=require",
+            "postgresql+psycopg2://orders:p%40ss@db:5433/orders?sslmode=require",
+        ),
+    ],
+)
+def test_a_bare_postgresql_url_means_the_stores_driver_whatever_else_is_installed(
+    raw: str, meant: str
+) -> None:
+    assert Settings.from_env({"ORDERS_DATABASE_URL": raw}).database_url == meant
+    assert Settings.from_env({"ORDERS_READ_DATABASE_URL": raw}).read_database_url == meant
+
+
+@pytest.mark.parametrize(
     ("raw", "words"),
     [
+        (
+            "postgresql+psycopg://orders@db/orders",
+            "names the driver psycopg; the store speaks psycopg2: write "
+            "postgresql+psycopg2:// or postgresql://",
+        ),
+        ("postgresql+asyncpg://orders@db/orders", "names the driver asyncpg"),
+        ("sqlite+aiosqlite:///orders.db", "the store speaks pysqlite"),
         ("mysql://orders@db/orders", "must be a postgresql:// or sqlite:// URL, got mysql"),
         ("mysql+pymysql://orders@db/orders", "got mysql"),
         ("oracle://orders@db", "got oracle"),
