@@ -42,8 +42,6 @@ from commands.client import CommandClient
 from commands.envelope import encode
 from commands.transport import COMMANDS_QUEUE, HANDLE_COMMAND
 from store.schema import command_log, dead_letters, events
-from tests.faults.test_poison import publish_raw, task_headers
-from tests.faults.test_restarts import CountingClient, Producer, burst_of_commands, restart_after
 from tests.support.batch import (
     batch_sizes,
     held_commands,
@@ -55,8 +53,16 @@ from tests.support.batch import (
     wait_for_nothing_unacknowledged,
     wait_received,
 )
-from tests.support.broker import send_raw
-from tests.support.burst import assert_outcomes_match_the_log, send_all, wait_all
+from tests.support.broker import publish_raw, send_raw, task_headers
+from tests.support.burst import (
+    CountingClient,
+    Producer,
+    assert_outcomes_match_the_log,
+    burst_of_commands,
+    restart_after,
+    send_all,
+    wait_all,
+)
 from tests.support.ids import new_id
 from tests.support.proc import children
 from tests.support.proxy import TcpProxy

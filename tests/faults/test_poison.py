@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import redis
-from kombu import Connection, Exchange, Producer
 from sqlalchemy import Engine, func, select
 
 from commands import CancelOrder, CreateOrder, Outcome
@@ -27,42 +26,12 @@ from commands.client import CommandClient
 from commands.envelope import MAX_ENVELOPE_BYTES, encode
 from commands.transport import COMMANDS_QUEUE, HANDLE_COMMAND, PROJECTIONS_QUEUE
 from store.schema import command_log, dead_letters, events
+from tests.support.broker import publish_raw, task_headers
 from tests.support.workers import WorkerProcess
 
 WAIT = 20.0  # seconds for the worker to get to a message; it usually takes milliseconds
 
 # -- publishing ----------------------------------------------------------------------
-
-
-def publish_raw(
-    redis_url: str,
-    body: bytes,
-    headers: dict[str, Any],
-    *,
-    content_type: str = "application/json",
-) -> None:
-    """Put ``body`` on the commands queue as is: no serializer, no Celery in between."""
-    with Connection(redis_url) as conn:
-        Producer(conn).publish(
-            body,
-            exchange=Exchange(COMMANDS_QUEUE, type="direct"),
-            routing_key=COMMANDS_QUEUE,
-            content_type=content_type,
-            content_encoding="utf-8",
-            headers=headers,
-            retry=False,
-        )
-
-
-def task_headers(task_id: str | None = None, task: str = HANDLE_COMMAND) -> dict[str, Any]:
-    """Celery protocol 2 headers, as a producer of that task would set them."""
-    return {
-        "task": task,
-        "id": task_id or str(uuid.uuid4()),
-        "lang": "py",
-        "argsrepr": "",
-        "kwargsrepr": "",
-    }
 
 
 def send_task(client: CommandClient, args: list[Any], task_id: str | None = None) -> str:

@@ -12,10 +12,8 @@ log answers a second delivery with the first one's outcome.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -23,64 +21,19 @@ from kombu import Connection, Queue
 from kombu.common import ignore_errors
 from sqlalchemy import Engine
 
-from commands import AddItem, Command, CreateOrder
+from commands import CreateOrder
 from commands.client import CommandClient
-from tests.support.burst import assert_outcomes_match_the_log, send_all, wait_all
+from tests.support.burst import (
+    ORDERS,
+    CountingClient,
+    Producer,
+    assert_outcomes_match_the_log,
+    burst_of_commands,
+    restart_after,
+)
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.workers import WorkerProcess
 from workers.broker import Transport
-
-BURST = 5_000
-ORDERS = 500
-
-
-def burst_of_commands(count: int = BURST, orders: int = ORDERS) -> list[Command]:
-    """``orders`` new orders, then items added to them round-robin: contention on every
-    order, and an ``AddItem`` may well arrive before its order exists (rejected then)."""
-    commands: list[Command] = [
-        CreateOrder(f"order-{n}", f"customer-{n % 37}") for n in range(orders)
-    ]
-    for index in range(count - orders):
-        commands.append(
-            AddItem(f"order-{index % orders}", f"item-{index}", 1 + index % 3, Decimal("2.50"))
-        )
-    return commands
-
-
-def restart_after(sent: threading.Event, restart: Callable[[], None]) -> threading.Thread:
-    def run() -> None:
-        sent.wait(120)
-        restart()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-class CountingClient(CommandClient):
-    """Counts the messages it publishes: more than the commands means it resent some."""
-
-    published = 0
-
-    def _publish(self, command_id: str, envelope: dict[str, object], budget: float) -> None:
-        super()._publish(command_id, envelope, budget)  # type: ignore[arg-type]
-        self.published += 1
-
-
-class Producer:
-    """Sends the burst and signals when its first part is out."""
-
-    def __init__(self, client: CommandClient, commands: list[Command]) -> None:
-        self.client = client
-        self.commands = commands
-        self.first_part_sent = threading.Event()
-
-    def run(self, resend_every: float | None) -> dict[str, object]:
-        split = len(self.commands) * 2 // 5
-        receipts = send_all(self.client, self.commands[:split], timeout=120)
-        self.first_part_sent.set()
-        receipts += send_all(self.client, self.commands[split:], timeout=120)
-        return wait_all(receipts, timeout=150, resend_every=resend_every)  # type: ignore[return-value]
 
 
 @pytest.fixture

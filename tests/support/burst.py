@@ -1,5 +1,9 @@
 """A producer's burst of commands, and the checks that every one got exactly one outcome.
 
+``burst_of_commands`` makes a burst with contention on every order; a ``Producer`` sends
+it in two parts, signalling between them so that ``restart_after`` can restart a server
+mid-burst; a ``CountingClient`` counts what it published, resends included.
+
 ``send_all`` sends like a careful producer: a ``BrokerUnavailable`` is answered by
 sending the same command again (its command id makes that safe). ``wait_all`` waits for
 every outcome at once, resending what has none every ``resend_every`` seconds.
@@ -10,16 +14,21 @@ saw; the events of accepted commands only, once each; every order's versions 1..
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 from sqlalchemy import Engine, select
 
-from commands import Command, Outcome
+from commands import AddItem, Command, CreateOrder, Outcome
 from commands.client import BrokerUnavailable, CommandClient, Receipt
 from store.schema import command_log, events
+
+BURST = 5_000
+ORDERS = 500
 
 
 def send_all(client: CommandClient, commands: Sequence[Command], timeout: float) -> list[Receipt]:
@@ -57,6 +66,58 @@ def wait_all(
     with ThreadPoolExecutor(threads) as pool:
         found = dict(pool.map(wait, receipts))
     return {command_id: outcome for command_id, outcome in found.items() if outcome is not None}
+
+
+def burst_of_commands(count: int = BURST, orders: int = ORDERS) -> list[Command]:
+    """``orders`` new orders, then items added to them round-robin: contention on every
+    order, and an ``AddItem`` may well arrive before its order exists (rejected then)."""
+    commands: list[Command] = [
+        CreateOrder(f"order-{n}", f"customer-{n % 37}") for n in range(orders)
+    ]
+    for index in range(count - orders):
+        commands.append(
+            AddItem(f"order-{index % orders}", f"item-{index}", 1 + index % 3, Decimal("2.50"))
+        )
+    return commands
+
+
+def restart_after(sent: threading.Event, restart: Callable[[], None]) -> threading.Thread:
+    """Run ``restart`` in a thread once ``sent`` is set (the producer's first part is out),
+    so that the restart meets the burst in flight; join the thread before checking."""
+
+    def run() -> None:
+        sent.wait(120)
+        restart()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+class CountingClient(CommandClient):
+    """Counts the messages it publishes: more than the commands means it resent some."""
+
+    published = 0
+
+    def _publish(self, command_id: str, envelope: dict[str, object], budget: float) -> None:
+        super()._publish(command_id, envelope, budget)  # type: ignore[arg-type]
+        self.published += 1
+
+
+class Producer:
+    """Sends the burst and signals when its first part is out."""
+
+    def __init__(self, client: CommandClient, commands: list[Command]) -> None:
+        self.client = client
+        self.commands = commands
+        self.first_part_sent = threading.Event()
+
+    def run(self, resend_every: float | None) -> dict[str, object]:
+        split = len(self.commands) * 2 // 5
+        receipts = send_all(self.client, self.commands[:split], timeout=120)
+        self.first_part_sent.set()
+        receipts += send_all(self.client, self.commands[split:], timeout=120)
+        return wait_all(receipts, timeout=150, resend_every=resend_every)  # type: ignore[return-value]
 
 
 def assert_outcomes_match_the_log(
