@@ -21,8 +21,8 @@ prefetch window has room for and records them all in one script run (``FETCH_SCR
 pops and records atomically: a worker killed in between loses none of them. (The first
 message keeps kombu's gap between ``BRPOP`` and its record, pinned by a strict xfail in
 ``tests/e2e/test_crash.py``: no blocking command both waits on several lists and leaves
-the message on them.) ``QoS.acks_together`` lets a caller acknowledge many messages in
-one ``MULTI`` (``workers.batch``).
+the message on them.) And the acknowledgements of one turn of the worker's event loop
+(a batch's, in batch mode) leave Redis in one ``MULTI`` (``QoS.ack``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from queue import Empty
 from typing import Any
 
@@ -56,15 +54,15 @@ window: ``worker --batch 50`` at ``--concurrency 2`` lets 200 be in hand)."""
 log = logging.getLogger(__name__)
 
 FETCH_SCRIPT = """
--- KEYS: the list, unacked_index, unacked. ARGV: now, how many, MAX_ITEM_BYTES.
--- Pops up to ARGV[2] items and records each one kombu could carry as unacknowledged
--- (kombu's record: its delivery tag scored by time, and [message, exchange,
--- routing key] under the tag). Returns the items and, beside each, its tag or false.
-local items = redis.call('RPOP', KEYS[1], ARGV[2])
-if not items then return {{}, {}} end
+-- KEYS: the list, unacked_index, unacked. ARGV: now, how many more, MAX_ITEM_BYTES, the
+-- message BRPOP returned. Records that message, and up to ARGV[2] more it pops, each one
+-- kombu could carry, as unacknowledged (kombu's record: the delivery tag scored by
+-- time, and [message, exchange, routing key] under the tag). Returns the items popped
+-- and, beside the first message and each of them, its tag or false.
+local items = {}
+if tonumber(ARGV[2]) > 0 then items = redis.call('RPOP', KEYS[1], ARGV[2]) or {} end
 local tags = {}
-for i, item in ipairs(items) do
-  tags[i] = false
+local function record(item)
   local ok, message = false, nil
   if #item <= tonumber(ARGV[3]) then ok, message = pcall(cjson.decode, item) end
   local properties = ok and type(message) == 'table' and message['properties']
@@ -75,9 +73,12 @@ for i, item in ipairs(items) do
     redis.call('ZADD', KEYS[2], ARGV[1], tag)
     redis.call('HSET', KEYS[3], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
       .. ',' .. cjson.encode(info['routing_key']) .. ']')
-    tags[i] = tag
+    return tag
   end
+  return false
 end
+tags[1] = record(ARGV[4])
+for i, item in ipairs(items) do tags[i + 1] = record(item) end
 return {items, tags}
 """
 _FETCH_SHA = hashlib.sha1(FETCH_SCRIPT.encode(), usedforsecurity=False).hexdigest()
@@ -171,14 +172,15 @@ def _fetch(client: Any, keys: list[str], args: list[Any]) -> Any:
 
 
 class QoS(redis.QoS):
-    """kombu's, but for messages recorded as unacknowledged by ``FETCH_SCRIPT`` already, and
-    for acknowledging many in one ``MULTI``."""
+    """kombu's, but for messages recorded as unacknowledged by ``FETCH_SCRIPT`` already,
+    and for acknowledgements that leave Redis together."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self.recorded: set[str] = set()
         """Delivery tags ``FETCH_SCRIPT`` recorded, not yet handed to the consumer."""
-        self._gathered: list[str] | None = None
+        self._acked: list[str] = []
+        """Acknowledged, still in Redis's unacked hash until ``flush_acks``."""
 
     def append(self, message: Any, delivery_tag: str) -> None:
         if delivery_tag in self.recorded:
@@ -189,38 +191,41 @@ class QoS(redis.QoS):
             super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def ack(self, delivery_tag: str) -> None:
-        if self._gathered is None:
+        """On a worker's event loop, the acknowledgements of one turn of the loop (a
+        batch's, which Celery hands the loop together) leave Redis in one ``MULTI`` at
+        the start of the next; elsewhere, each at once, as kombu does."""
+        call_soon = getattr(self.channel.connection, "call_soon", None)
+        if call_soon is None:
             super().ack(delivery_tag)  # type: ignore[no-untyped-call]
-        else:
-            self._gathered.append(delivery_tag)
-            # In memory only: Redis's hash loses it on leaving ``acks_together``.
-            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+        self._acked.append(delivery_tag)
+        if len(self._acked) == 1:
+            call_soon(self.flush_acks)
 
-    @contextmanager
-    def acks_together(self) -> Iterator[None]:
-        """The messages acknowledged inside leave Redis's unacked hash in one ``MULTI``
-        on leaving. Should that fail, they stay there and come back after the
-        visibility timeout, as with kombu's own acknowledgement failing."""
-        self._gathered = []
+    def flush_acks(self) -> None:
+        """The acknowledged messages out of Redis's unacked hash. Should that fail, they
+        stay there and are delivered again after the visibility timeout (the command log
+        answers them), as when kombu's own acknowledgement fails."""
+        tags, self._acked = self._acked, []
+        if not tags:
+            return
         try:
-            yield
-        finally:
-            tags, self._gathered = self._gathered, None
-            if tags:
-                try:
-                    with self.pipe_or_acquire() as pipe:
-                        pipe.zrem(self.unacked_index_key, *tags)
-                        pipe.hdel(self.unacked_key, *tags)
-                        pipe.execute()
-                except Exception:
-                    log.exception("could not acknowledge %d messages", len(tags))
+            self.forget(tags)
+        except Exception:
+            log.warning("could not acknowledge %d messages", len(tags), exc_info=True)
 
     def forget(self, tags: list[str]) -> None:
-        """Unrecord what ``FETCH_SCRIPT`` recorded but this side made a stand-in of."""
+        """``tags`` out of Redis's unacked hash and index, in one ``MULTI``."""
         with self.pipe_or_acquire() as pipe:
             pipe.zrem(self.unacked_index_key, *tags)
             pipe.hdel(self.unacked_key, *tags)
             pipe.execute()
+
+    def restore_unacked(self, client: Any = None) -> None:
+        # Closing (a warm shutdown): what was acknowledged must not come back.
+        self.flush_acks()
+        super().restore_unacked(client)  # type: ignore[no-untyped-call]
 
 
 class Channel(redis.Channel):
@@ -252,28 +257,29 @@ class Channel(redis.Channel):
 
     def _deliver_with_more(self, key: str, queue: str, first: bytes) -> None:
         """``first``, and as many more from the list ``key`` as the prefetch window has
-        room for, taken and recorded as unacknowledged in one round trip (``FETCH_SCRIPT``)."""
+        room for, recorded as unacknowledged (the more taken too) in one round trip
+        (``FETCH_SCRIPT``): kombu's one ``MULTI`` for ``first`` alone."""
         qos: QoS = self.qos
+        if self.global_keyprefix:  # the script's keys would need the prefix: kombu's way
+            self.connection._deliver(readable(first, queue), queue)
+            return
         room = qos.can_consume_max_estimate()  # type: ignore[no-untyped-call]
-        more = min(MAX_FETCH, MAX_FETCH if room is None else room) - 1
-        items, tags = [first], [None]
-        if more > 0 and not self.global_keyprefix:  # the script's keys would need the prefix
-            with self.conn_or_acquire() as client:
-                fetched, recorded = _fetch(
-                    client,
-                    [key, qos.unacked_index_key, qos.unacked_key],
-                    [time.time(), more, MAX_ITEM_BYTES],
-                )
-            items += fetched
-            tags += [tag.decode() if tag else None for tag in recorded]
+        more = max(0, min(MAX_FETCH, MAX_FETCH if room is None else room) - 1)
+        with self.conn_or_acquire() as client:
+            fetched, recorded = _fetch(
+                client,
+                [key, qos.unacked_index_key, qos.unacked_key],
+                [time.time(), more, MAX_ITEM_BYTES, first],
+            )
         messages: list[dict[str, Any]] = []
         stale: list[str] = []
-        for item, tag in zip(items, tags, strict=True):
+        for item, tag in zip([first, *fetched], recorded, strict=True):
             message = readable(item, queue)
-            if tag is not None:
+            if tag:
+                tag = tag.decode()
                 if message["properties"]["delivery_tag"] == tag:
                     qos.recorded.add(tag)
-                else:
+                else:  # a stand-in, with a tag of its own: QoS.append records it
                     stale.append(tag)
             messages.append(message)
         if stale:
@@ -314,3 +320,9 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
+    call_soon: Any = None
+    """The worker's event loop's ``call_soon``, once the transport is on it."""
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)  # type: ignore[no-untyped-call]
+        self.call_soon = loop.call_soon

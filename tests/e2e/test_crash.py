@@ -12,9 +12,11 @@ tests:
   seconds, scanning only every ``unacked_restore_throttle``-th time. kombu's defaults
   (10 and 10) stranded a killed worker's commands about 100 s; the project's config sets
   both (workers/celery_config.py), and a test below holds it to that.
-* BRPOP takes a message off the queue list; only afterwards, in the worker, does
-  ``QoS.append`` write it to the ``unacked`` hash. A worker killed in between loses the
-  command for good: a known limit of the transport, pinned by a strict-xfail test below;
+* BRPOP takes a message off the queue list; only afterwards, in the worker, does the
+  fetch script (workers/broker.py) write it to the ``unacked`` hash (the further
+  messages the script pops are recorded in the same step). A worker killed in between
+  loses the first for good: a known limit of the transport, pinned by a strict-xfail
+  test below;
   the producer's remedy is to send the command again with the same id. The main test kills only at a moment with no command in that gap,
   so that its accounting (every command queued, held or done) holds at the kill.
 
@@ -290,10 +292,11 @@ def test_a_surviving_worker_redelivers_soon_after_the_visibility_timeout(
     strict=True,
     reason=(
         "BUG (at-most-once gap under the design's 'worker killed mid-command: redelivered', "
-        "workers/celery_config.py + kombu 5.7 redis transport): BRPOP removes the message "
-        "from the queue and only afterwards does the worker HSET it into 'unacked' "
-        "(Channel._brpop_read -> QoS.append); a worker killed in between loses the "
-        "command: no outcome, no command_log row, never redelivered"
+        "workers/celery_config.py + the Redis transport): BRPOP removes the message "
+        "from the queue and only afterwards does the worker record it in 'unacked' "
+        "(workers/broker.py: Channel._brpop_read -> FETCH_SCRIPT, kombu's QoS.append "
+        "before it); a worker killed in between loses the command: no outcome, no "
+        "command_log row, never redelivered"
     ),
 )
 def test_a_command_taken_off_the_queue_but_not_yet_unacked_is_not_lost(

@@ -2,7 +2,7 @@
 real Redis: one read takes as many messages as the prefetch window has room for, in
 order, each recorded as unacknowledged before anyone sees it; what kombu could not carry
 still comes as a stand-in; a process killed after the fetch loses nothing; a batch's
-acknowledgements leave Redis together."""
+acknowledgements of one turn of a worker's event loop leave Redis together."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -132,7 +132,7 @@ def test_what_kombu_cannot_carry_still_comes_as_a_stand_in_and_leaves_no_stale_r
     assert "tag-of-a-bad-body" not in unacked_tags(broker)
 
 
-def test_a_batch_is_acknowledged_in_one_go_on_leaving(
+def test_on_an_event_loop_the_acknowledgements_of_a_turn_leave_redis_together(
     connection: Connection, broker: redis.Redis, queue_name: str
 ) -> None:
     queue = Queue(queue_name, routing_key=queue_name)
@@ -140,15 +140,38 @@ def test_a_batch_is_acknowledged_in_one_go_on_leaving(
     delivered = one_read(connection, queue, prefetch=100)
     qos = connection.default_channel.qos
 
-    with qos.acks_together():
-        for message in delivered[:8]:
-            message.ack()
-        assert len(unacked_tags(broker)) == 10  # not yet: on leaving
+    delivered[0].ack()  # no event loop: at once, as kombu does
+    assert len(unacked_tags(broker)) == 9
+
+    next_turn: list[Callable[[], None]] = []
+    connection.transport.call_soon = next_turn.append  # what a worker's loop gives it
+    for message in delivered[1:8]:
+        message.ack()
+    assert len(unacked_tags(broker)) == 9  # not yet: the next turn of the loop
+    assert qos.can_consume()  # the prefetch window has room at once
+    assert len(next_turn) == 1  # one flush for the turn's seven
+
+    forgotten: list[list[str]] = []
+    forget = qos.forget
+    qos.forget = lambda tags: (forgotten.append(list(tags)), forget(tags))
+    next_turn.pop()()
+    assert forgotten == [[m.delivery_tag for m in delivered[1:8]]]  # one MULTI for seven
     assert unacked_tags(broker) == {m.delivery_tag for m in delivered[8:]}
 
-    delivered[8].ack()  # outside: at once, as kombu does
-    assert unacked_tags(broker) == {delivered[9].delivery_tag}
-    assert qos.can_consume()
+
+def test_a_closing_channel_sends_the_acknowledgements_still_pending(
+    redis_url: str, broker: redis.Redis, queue_name: str
+) -> None:
+    queue = Queue(queue_name, routing_key=queue_name)
+    with Connection(redis_url, transport=Transport) as connection:
+        publish(connection, queue, 5)
+        delivered = one_read(connection, queue, prefetch=100)
+        connection.transport.call_soon = lambda _: None  # the loop stopped: never runs
+        for message in delivered[:3]:
+            message.ack()
+    # Closed: the acknowledged are gone, the rest put back on the queue.
+    assert broker.hlen("unacked") == 0
+    assert broker.llen(queue_name) == 2
 
 
 def test_a_consumer_killed_right_after_a_fetch_loses_nothing(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import click
@@ -159,11 +158,12 @@ class BatchStrategy:
             # Committed, answered, and any retries sent: only now are they acknowledged.
             # (Whatever happens, the slot is free again: a leaked one would leave lone
             # commands waiting for company that never comes.)
+            # (The transport sends their acknowledgements to Redis together:
+            # workers/broker.py, QoS.ack.)
             try:
-                with _acks_together(requests):
-                    for request in requests:
-                        request.acknowledge()
-                        task_ready(request, successful=True)
+                for request in requests:
+                    request.acknowledge()
+                    task_ready(request, successful=True)
             finally:
                 self._finished()
 
@@ -198,14 +198,6 @@ def _item(request: Any) -> Item:
         retries=int(headers.get("retries") or 0),
         sent_at=headers.get(SENT_AT_HEADER),
     )
-
-
-def _acks_together(requests: list[Any]) -> AbstractContextManager[Any]:
-    """One round trip to Redis for all the batch's acknowledgements, where the transport
-    can (``workers.broker.QoS``); otherwise one each."""
-    qos = getattr(requests[0].message.channel, "qos", None)
-    together = getattr(qos, "acks_together", None)
-    return together() if together is not None else nullcontext()
 
 
 def _alone(request: Any) -> bool:
