@@ -91,6 +91,7 @@ ROWS: list[tuple[str, str, str | None, str]] = [
     ("e2e_cps", "enqueue to outcome (cmd/s)", "noop_tps", ">= 0.7 x no-op"),
     ("e2e_cps", "  the same, beside the raw psycopg2 task", "raw_task_tps", ""),
     ("e2e_live_cps", "enqueue to every read model (cmd/s)", "noop_tps", ">= 0.7 x no-op"),
+    ("e2e_live_cps", "  the same, beside the raw psycopg2 task", "raw_task_tps", ""),
     ("e2e_split_cps", "  the same, commands + projections workers", "noop_tps", ""),
     (
         "e2e_batch_cps",
@@ -116,6 +117,13 @@ ROWS: list[tuple[str, str, str | None, str]] = [
         "rebuild_us_per_event",
         "<= 2 x rebuild",
     ),
+    (
+        "live_proj_batch_us_per_event",
+        f"  the same, commands worker --batch {handler.BATCH}",
+        "rebuild_us_per_event",
+        "",
+    ),
+    ("e2e_split_batch_cps", "  at this rate (cmd/s)", "e2e_split_cps", ""),
     ("replay_ms_10", "load a 10-event order (ms)", None, ""),
     ("replay_ms_1000", "load a 1,000-event order (ms)", "raw_read_ms_1000", "<= 1.5 x raw"),
     ("replay_ms_10000", "load a 10,000-event order (ms)", None, ""),
@@ -256,22 +264,29 @@ def _pipeline(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
 
             return measure
 
-        def split() -> dict[str, float]:
-            # Projections in a worker of their own, so that their CPU can be told apart:
-            # its processes' CPU from the first send to caught up, per event applied (to
-            # every read model: one event, five projections).
-            with (
-                pipeline.worker("workers.app", env, queues=COMMANDS_QUEUE, concurrency=2),
-                pipeline.worker(
-                    "workers.app", env, queues=PROJECTIONS_QUEUE, concurrency=1
-                ) as projections,
-            ):
-                pipeline.prepare_live(client, url)
-                run = pipeline.live_throughput(client, url, sizes.e2e_commands, projections)
-            return {
-                "e2e_split_cps": run.cps,
-                "live_proj_us_per_event": run.cpu_seconds / max(run.events, 1) * 1e6,
-            }
+        def split(mode: str = "", options: Sequence[str] = ()) -> Callable[[], dict[str, float]]:
+            def measure() -> dict[str, float]:
+                # Projections in a worker of their own, so that their CPU can be told
+                # apart: its processes' CPU from the first send to caught up, per event
+                # applied (to every read model: one event, five projections). With a
+                # commands worker in batch mode (`options`), the same projections at the
+                # higher rate it sustains: more events a wake-up.
+                with (
+                    pipeline.worker(
+                        "workers.app", env, queues=COMMANDS_QUEUE, concurrency=2, options=options
+                    ),
+                    pipeline.worker(
+                        "workers.app", env, queues=PROJECTIONS_QUEUE, concurrency=1
+                    ) as projections,
+                ):
+                    pipeline.prepare_live(client, url)
+                    run = pipeline.live_throughput(client, url, sizes.e2e_commands, projections)
+                return {
+                    f"e2e_split_{mode}cps": run.cps,
+                    f"live_proj_{mode}us_per_event": run.cpu_seconds / max(run.events, 1) * 1e6,
+                }
+
+            return measure
 
         # All consume the commands queue, so they take turns a worker at a time. The raw
         # task is the pipeline's limit: the database's work and nothing of ours.
@@ -281,7 +296,8 @@ def _pipeline(url: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
             throughput_of("e2e_cps", "workers.app"),
             live("e2e_live_cps", "fresh_full"),
             live("e2e_batch_cps", "fresh_batch_full", BATCH_OPTIONS),
-            split,
+            split(),
+            split("batch_", BATCH_OPTIONS),
         ]
         results.update(interleaved_sample_medians(sizes.repeats, measures))
         results.update(_paced(client, url, env, sizes, results["e2e_cps"] / 2))

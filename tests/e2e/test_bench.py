@@ -28,6 +28,8 @@ BATCH = {
     "e2e_batch_p50_ms",
     "e2e_batch_p99_ms",
     "fresh_batch_full_p99_ms",
+    "live_proj_batch_us_per_event",
+    "e2e_split_batch_cps",
 }
 """Batch mode, ``orders worker --batch N``, beside its references (issue 16)."""
 
