@@ -53,16 +53,22 @@ def read_connection(request: Request) -> Iterator[Connection]:
 LOGIN_COOKIE = "orders_login"
 
 
-async def authorized(request: Request) -> None:
-    """With ``ORDERS_API_TOKEN`` set, every request carries it: as a bearer token
-    (programs), or in the cookie the login page sets (a browser on the dashboard)."""
+async def holds_token(request: Request) -> bool:
+    """Whether the request may see what the server holds: no ``ORDERS_API_TOKEN`` is
+    set, or it carries it, as a bearer token (programs) or in the cookie the login page
+    sets (a browser on the dashboard)."""
     token = (await settings(request)).api_token
     if token is None:
-        return
+        return True
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         credential = request.cookies.get(LOGIN_COOKIE, "")
-    if not hmac.compare_digest(credential.encode(), token.encode()):
+    return hmac.compare_digest(credential.encode(), token.encode())
+
+
+async def authorized(request: Request) -> None:
+    """With ``ORDERS_API_TOKEN`` set, every request carries it (``holds_token``)."""
+    if not await holds_token(request):
         if request.url.path.startswith("/api") is False:
             raise ApiError(303, "LoginFirst", "log in first", {"Location": "/login"})
         raise ApiError(

@@ -48,8 +48,13 @@ class Health:
         """0 healthy, 1 degraded, 2 down: what ``orders health`` exits with."""
         return SEVERITY[self.state]
 
-    def to_dict(self) -> dict[str, object]:
-        return {"status": self.state, "checks": [asdict(check) for check in self.checks]}
+    def to_dict(self, *, details: bool = True) -> dict[str, object]:
+        """``details`` False: each check's name and state only (its detail can name
+        hosts, users and errors)."""
+        checks = [asdict(check) for check in self.checks]
+        if not details:
+            checks = [{"name": c["name"], "state": c["state"]} for c in checks]
+        return {"status": self.state, "checks": checks}
 
 
 def check(services: Services, *, projections: bool = True) -> Health:

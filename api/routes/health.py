@@ -1,15 +1,17 @@
 """Liveness and readiness, for orchestrators and load balancers. Open even when
-``ORDERS_API_TOKEN`` is set: they say whether the server can serve, not what it holds."""
+``ORDERS_API_TOKEN`` is set: they say whether the server can serve, not what it holds.
+Without the token, readiness says each check's state but not its detail, which names
+the database's and the broker's hosts and users."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import services
+from api.deps import holds_token, services
 from bootstrap import Services
 from bootstrap.health import check
 
@@ -26,8 +28,9 @@ async def health() -> dict[str, Any]:
     summary="Readiness: the database (at the newest migration) and the broker answer",
     responses={503: {"description": "Not ready: a check is down"}},
 )
-async def ready(system: Annotated[Services, Depends(services)]) -> JSONResponse:
+async def ready(request: Request, system: Annotated[Services, Depends(services)]) -> JSONResponse:
     """The checks of ``orders health``, but the read models' lag: a lagging projection
     makes the system degraded, not this server unable to answer."""
     report = await run_in_threadpool(check, system, projections=False)
-    return JSONResponse(report.to_dict(), status_code=503 if report.state == "down" else 200)
+    body = report.to_dict(details=await holds_token(request))
+    return JSONResponse(body, status_code=503 if report.state == "down" else 200)

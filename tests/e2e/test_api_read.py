@@ -190,9 +190,23 @@ def test_with_a_token_every_api_request_needs_it(worker_env: dict[str, str]) -> 
         wrong = get(server, "/api/orders", Authorization="Bearer " + "x" * 32)
         right = get(server, "/api/orders", Authorization=f"Bearer {token}")
         command = httpx.post(f"{server.url}/api/commands", json={}, timeout=10)
+        ready_without = get(server, "/api/ready")
+        ready_with = get(server, "/api/ready", Authorization=f"Bearer {token}")
     finally:
         server.stop()
 
+    # Readiness stays open to orchestrators, but only the token shows the details, which
+    # name the database's and the broker's hosts and users.
+    assert ready_without.status_code == ready_with.status_code == 200
+    assert ready_without.json() == {
+        "status": "ok",
+        "checks": [{"name": "database", "state": "ok"}, {"name": "broker", "state": "ok"}],
+    }
+    user = make_url(worker_env["ORDERS_DATABASE_URL"]).username
+    assert user and user not in ready_without.text
+    assert user in ready_with.text
+    assert [check["name"] for check in ready_with.json()["checks"]] == ["database", "broker"]
+    assert all(check["detail"] for check in ready_with.json()["checks"])
     assert (without.status_code, without.json()["error"]["code"]) == (401, "Unauthorized")
     assert without.headers["WWW-Authenticate"] == "Bearer"
     assert wrong.status_code == 401
