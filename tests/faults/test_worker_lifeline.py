@@ -33,10 +33,10 @@ def pool_processes(worker: WorkerProcess) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def _pipes(pid: int, access: int) -> dict[str, int]:
-    """The process's pipe ends opened for ``access`` (os.O_RDONLY or os.O_WRONLY), by
-    the pipe's name (``pipe:[inode]``)."""
-    found = {}
+def _pipes(pid: int, access: int) -> dict[str, list[int]]:
+    """The process's pipe ends opened for ``access`` (os.O_RDONLY or os.O_WRONLY): their
+    file descriptors, by the pipe's name (``pipe:[inode]``)."""
+    found: dict[str, list[int]] = {}
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
@@ -45,7 +45,7 @@ def _pipes(pid: int, access: int) -> dict[str, int]:
             continue  # closed meanwhile
         flags = int(info.split("flags:")[1].split()[0], 8)
         if target.startswith("pipe:") and flags & os.O_ACCMODE == access:
-            found[target] = int(fd)
+            found.setdefault(target, []).append(int(fd))
     return found
 
 
@@ -55,13 +55,18 @@ def break_result_pipe(worker: WorkerProcess, child: int) -> None:
     its framing. The main process reads it next.
 
     The pipes the child writes and the main process reads are its result pipe and its
-    sentinel, made after the queues as the child is forked: the lower inode is the
-    result pipe (the test fails on the log if it were not)."""
+    sentinel. The main process holds the sentinel's read end twice (Celery polls a dup
+    of it, celery/concurrency/asynpool.py) and the result pipe's once. (Inode numbers do
+    not tell them apart: the kernel hands them out in per-CPU runs, not in the order the
+    pipes were made.)"""
     written = _pipes(child, os.O_WRONLY)
     read = _pipes(worker.process.pid, os.O_RDONLY)
-    shared = [name for name, fd in written.items() if name in read and fd > 2]
-    results = min(shared, key=lambda name: int(name.removeprefix("pipe:[").rstrip("]")))
-    fd = os.open(f"/proc/{child}/fd/{written[results]}", os.O_WRONLY)
+    candidates = [
+        name for name, fds in written.items() if len(read.get(name, ())) == 1 and min(fds) > 2
+    ]
+    assert len(candidates) == 1, f"no single result pipe: {written} written, {read} read"
+    [results] = candidates
+    fd = os.open(f"/proc/{child}/fd/{written[results][0]}", os.O_WRONLY)
     try:
         os.write(fd, b"\x00\x00\x00\x07garbage")  # a length, then no pickle
     finally:
@@ -108,7 +113,7 @@ def test_a_worker_stopped_by_an_unrecoverable_error_exits_even_with_a_pool_proce
     assert code != 0, worker.log()  # non-zero: a supervisor restarts it
     assert time.monotonic() - broke < EXIT_GRACE + WAIT
     assert "UnpicklingError" in worker.log(None)
-    assert not running(child)  # killed with it, not left behind on its own
+    assert not running(child), worker.log()  # killed with it, not left behind on its own
 
 
 def running(pid: int) -> bool:
