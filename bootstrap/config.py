@@ -68,13 +68,8 @@ def _database_url(name: str, raw: str) -> str:
         raise ConfigError(f"{name} is not a database URL: {redacted(raw)!r}") from None
     if backend not in DRIVERS:
         raise ConfigError(f"{name} must be a postgresql:// or sqlite:// URL, got {backend}")
-    if "+" not in url.drivername and backend == "postgresql":
-        # SQLAlchemy 2.1 takes a bare postgresql:// for psycopg 3 when it is installed,
-        # and every command then failed on the store's psycopg2 statements: the bare
-        # scheme means the store's driver.
-        return url.set(drivername=f"{backend}+{DRIVERS[backend]}").render_as_string(
-            hide_password=False
-        )
+    # A bare scheme means the store's driver (store/postgres/backend.py says so to
+    # SQLAlchemy, which would take psycopg 3 for it when that is installed).
     driver = url.drivername.partition("+")[2] or DRIVERS[backend]
     if driver != DRIVERS[backend]:
         raise ConfigError(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, text
+from sqlalchemy import Connection, Engine, Table, create_engine, make_url, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.compiler import IdentifierPreparer
 
@@ -44,7 +44,13 @@ class PostgresBackend:
         # retried (see workers/tasks.py); recycling keeps idle ones from going stale.
         kwargs.setdefault("pool_recycle", 1800)
         kwargs.setdefault("json_deserializer", decode_jsonb)
-        return create_engine(url, **kwargs)
+        parsed = make_url(url)
+        if "+" not in parsed.drivername:
+            # SQLAlchemy 2.1 takes a bare postgresql:// for psycopg 3 when it is
+            # installed (the bench extra installs it), and every command then failed on
+            # the store's statements, written for psycopg2.
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+        return create_engine(parsed, **kwargs)
 
     def event_store(self, engine: Engine) -> PostgresEventStore:
         return PostgresEventStore(engine, self)
