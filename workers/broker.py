@@ -15,10 +15,10 @@ the consumer (``workers.consumer``) dead-letters it with its reason.
 
 It also spends fewer round trips per message than kombu's (issue 16: kombu's handling
 of each message was most of a batch worker's main process). kombu pops one message per
-``BRPOP`` and records each as unacknowledged in a ``MULTI`` of its own; this channel,
-once ``BRPOP`` has returned a message, takes as many more from the same list as the
-prefetch window has room for and records them all in one script run (``FETCH_SCRIPT``), which
-pops and records atomically: a worker killed in between loses none of them. (The first
+``BRPOP`` and records each as unacknowledged in a ``MULTI`` of its own. This channel,
+once ``BRPOP`` has returned a message, records it in one script run (``FETCH_SCRIPT``)
+that also pops as many more from the same list as the prefetch window has room for and
+records them in the same step: a worker killed after it loses none of them. (The first
 message keeps kombu's gap between ``BRPOP`` and its record, pinned by a strict xfail in
 ``tests/e2e/test_crash.py``: no blocking command both waits on several lists and leaves
 the message on them.) And the acknowledgements of one turn of the worker's event loop
